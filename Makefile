@@ -1,0 +1,32 @@
+# Everything the project needs is installed into .venv by these rules.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+MEDIAPIPE ?= mediapipe==0.10.14
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=23" "setuptools<81" wheel
+	# torch first and pinned, so nothing resolves a multi-GB CUDA build
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gagavatar demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/gagavatar bench all
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo

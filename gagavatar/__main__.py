@@ -1,0 +1,3 @@
+from gagavatar.cli import main
+
+main()

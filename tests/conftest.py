@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("GAGAVATAR_REALDATA", ROOT.parent / "shared" / "realdata"))
+TESTDATA = Path(__file__).resolve().parent / "data"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def realdata() -> Path:
+    """../shared/realdata, or a skip saying why (a user's clone does not have it)."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real-face test data not found at {REALDATA} (only CI and developers have it)")
+    return REALDATA
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
