@@ -1,0 +1,108 @@
+"""The training objective of GAGAvatar (SPEC §4, §7.11).
+
+    L = 0.5 (L1(I_c, I_t) + L1(I_f, I_t))                 image
+      + 0.5 (L1_box(I_c) + L1_box(I_f))                   face box, crops resized to 512
+      + 0.01 (P_box(I_c) + P_box(I_f))                    perceptual, face box (when weights are given)
+      + 10 mean_v min_g |v - g|^2                         lifting: head-model vertex -> nearest lifted Gaussian
+
+The face box is the target's box grown to a square of side 1.1 sqrt(w h), kept
+inside the image, as the reference does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class LossConfig:
+    image: float = 0.5
+    box: float = 0.5
+    perceptual: float = 0.01
+    lifting: float = 10.0
+    box_scale: float = 1.1
+    box_size: int = 512  # crops are resized to this side before the box losses
+
+
+def expand_face_box(bbox: Tensor, scale: float = 1.1) -> Tensor:
+    """Normalised xyxy boxes [B,4] -> squares of side scale*sqrt(w h), shrunk to stay inside [0, 1]."""
+    x0, y0, x1, y1 = bbox.unbind(-1)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = ((x1 - x0) * (y1 - y0)).clamp(min=0).sqrt() * scale
+    side = torch.minimum(side, torch.stack([2 * cx, 2 * cy, 2 * (1 - cx), 2 * (1 - cy)], -1).amin(-1))
+    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=-1)
+
+
+def crop_boxes(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crop normalised xyxy boxes [B,4] out of images [B,C,H,W], each resized to [C,size,size].
+
+    Boxes snap to whole pixels (floor of box * width) like the reference; an
+    empty box falls back to one pixel so the loss stays defined.
+    """
+    H, W = images.shape[-2:]
+    pixel = (boxes.detach().clamp(0, 1) * boxes.new_tensor([W, H, W, H])).long()
+    crops = []
+    for image, (x0, y0, x1, y1) in zip(images, pixel.tolist()):
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        crop = image[None, :, y0:y1, x0:x1]
+        crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+    return torch.cat(crops)
+
+
+def nearest_squared_distance(queries: Tensor, points: Tensor, chunk: int = 8192) -> Tensor:
+    """Squared distance [B,V] from each query [B,V,3] to its nearest point [B,N,3].
+
+    The nearest point is found without gradients (chunked over points, so memory
+    stays at B*V*chunk); the distance to it is then differentiable in both sets.
+    """
+    with torch.no_grad():
+        best = torch.full(queries.shape[:2], float("inf"), device=queries.device, dtype=queries.dtype)
+        index = torch.zeros(queries.shape[:2], dtype=torch.long, device=queries.device)
+        for start in range(0, points.shape[1], chunk):
+            d = torch.cdist(queries, points[:, start:start + chunk]).square()
+            value, arg = d.min(dim=-1)
+            better = value < best
+            best = torch.where(better, value, best)
+            index = torch.where(better, arg + start, index)
+    nearest = torch.gather(points, 1, index[..., None].expand(-1, -1, 3))
+    return (queries - nearest).square().sum(-1)
+
+
+class GAGAvatarLoss(nn.Module):
+    """Weighted sum of the paper's terms; returns (total, {term: value}).
+
+    ``perceptual`` is a ``gagavatar.perceptual.FacePerceptualLoss`` or None
+    (then that term is off). Pass ``vertices=None`` to drop the lifting loss
+    (the paper's 'without L_lifting' ablation).
+    """
+
+    def __init__(self, config: LossConfig | None = None, perceptual: nn.Module | None = None):
+        super().__init__()
+        self.config = config or LossConfig()
+        self.perceptual = perceptual
+
+    def forward(self, coarse: Tensor, fine: Tensor, target: Tensor, bbox: Tensor,
+                vertices: Tensor | None = None, lifted_points: Tensor | None = None) -> tuple[Tensor, dict]:
+        """coarse, fine, target [B,3,H,W] in [0,1]; bbox [B,4] normalised xyxy;
+        vertices [B,V,3] and lifted_points [B,N,3] in the network's (x5) space."""
+        cfg = self.config
+        terms = {"image": cfg.image * (F.l1_loss(coarse, target) + F.l1_loss(fine, target))}
+        box = expand_face_box(bbox, cfg.box_scale)
+        target_box = crop_boxes(target, box, cfg.box_size)
+        coarse_box, fine_box = crop_boxes(coarse, box, cfg.box_size), crop_boxes(fine, box, cfg.box_size)
+        terms["box"] = cfg.box * (F.l1_loss(coarse_box, target_box) + F.l1_loss(fine_box, target_box))
+        if self.perceptual is not None and cfg.perceptual > 0:
+            terms["perceptual"] = cfg.perceptual * (self.perceptual(coarse_box, target_box)
+                                                    + self.perceptual(fine_box, target_box))
+        if vertices is not None and lifted_points is not None and cfg.lifting > 0:
+            terms["lifting"] = cfg.lifting * nearest_squared_distance(vertices, lifted_points).mean()
+        return sum(terms.values()), {k: v.detach() for k, v in terms.items()}
+
+
+def psnr(prediction: Tensor, target: Tensor) -> Tensor:
+    """PSNR in dB of images in [0, 1], one value per image [B]."""
+    mse = (prediction - target).square().flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp(min=1e-10))
