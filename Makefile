@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned, so nothing resolves a multi-GB CUDA build
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"
+	# LPIPS v0.1 linear heads (6 KB file, read by path; the package itself is never imported)
+	$(BIN)/pip install -q --no-deps lpips==0.1.4
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 

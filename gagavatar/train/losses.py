@@ -24,7 +24,7 @@ class LossConfig:
     perceptual: float = 0.01
     lifting: float = 10.0
     box_scale: float = 1.1
-    box_size: int = 512  # crops are resized to this side before the box losses
+    box_size: int | None = None  # crops are resized to this side (None: the render size, 512 in the paper)
 
 
 def expand_face_box(bbox: Tensor, scale: float = 1.1) -> Tensor:
@@ -90,9 +90,9 @@ class GAGAvatarLoss(nn.Module):
         vertices [B,V,3] and lifted_points [B,N,3] in the network's (x5) space."""
         cfg = self.config
         terms = {"image": cfg.image * (F.l1_loss(coarse, target) + F.l1_loss(fine, target))}
-        box = expand_face_box(bbox, cfg.box_scale)
-        target_box = crop_boxes(target, box, cfg.box_size)
-        coarse_box, fine_box = crop_boxes(coarse, box, cfg.box_size), crop_boxes(fine, box, cfg.box_size)
+        box, side = expand_face_box(bbox, cfg.box_scale), cfg.box_size or target.shape[-1]
+        target_box = crop_boxes(target, box, side)
+        coarse_box, fine_box = crop_boxes(coarse, box, side), crop_boxes(fine, box, side)
         terms["box"] = cfg.box * (F.l1_loss(coarse_box, target_box) + F.l1_loss(fine_box, target_box))
         if self.perceptual is not None and cfg.perceptual > 0:
             terms["perceptual"] = cfg.perceptual * (self.perceptual(coarse_box, target_box)

@@ -1,0 +1,279 @@
+"""The training loop (SPEC §4, §7.11): one process, or one per GPU under torchrun.
+
+    gagavatar train --preset tiny --data DATA --out RUN [--max-steps N] [--resume]
+    torchrun --nproc-per-node G -m gagavatar train ...       # data-parallel (DDP)
+
+What a run folder holds: ``config.json`` (this run's settings), ``step_XXXXXX.pt``
+(full training state, atomic, last K kept), ``model.safetensors`` (the final
+network, loadable with ``gagavatar.load``), ``metrics.jsonl`` + ``loss.png``
+(loss curves), ``samples/step_XXXXXX.png`` (source | target | coarse | fine),
+and TensorBoard scalars under ``tb/`` when tensorboard is installed.
+Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from gagavatar.train.losses import GAGAvatarLoss, LossConfig, psnr
+from gagavatar.train.sampler import StepBatchSampler
+from gagavatar.train.state import latest_checkpoint, load_training_state, save_training_state
+
+console = Console()
+
+# The paper's Table 3 ablations: name -> model-config overrides (the lifting-loss
+# ablation is a loss switch, handled in the loop).
+ABLATIONS = {
+    "one_plane": {"one_plane": True},
+    "no_fid": {"use_fid": False},
+    "no_refiner": {"use_refiner": False},
+    "no_lifting_loss": {},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (defaults: the paper's optimiser and schedule)."""
+
+    data: str = ""
+    out: str = "runs/tiny"
+    preset: str = "tiny"
+    ablations: tuple[str, ...] = ()
+    max_steps: int = 200_000
+    batch_size: int = 8
+    lr: float = 1e-4
+    low_lr_factor: float = 0.1        # style MLP and final linear of the refiner (reference)
+    betas: tuple[float, float] = (0.0, 0.99)
+    lr_end_factor: float = 0.1        # LinearLR 1.0 -> 0.1 ...
+    lr_decay_steps: int = 200_000     # ... over this many steps
+    grad_clip: float = 1.0            # max global grad norm; 0 disables
+    loss: LossConfig = field(default_factory=LossConfig)
+    perceptual_weights: str | None = None  # GAGAvatar.pt or a converted .safetensors
+    backbone_weights: str | None = None    # DINOv2 .pth or GAGAvatar.pt (else random ViT, warned)
+    head_model: str | None = None          # FLAME-format file (else the bundled synthetic head)
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    sample_every: int = 250
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    bf16: bool = True                 # autocast on CUDA only
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+class Distributed:
+    """rank / world size from torchrun's environment; a single process otherwise."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = torch.device(f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
+    """Adam with the reference's groups (refiner style MLP / final linear at low lr) and LinearLR."""
+    refiner = getattr(model, "refiner", None)
+    low_lr_ids = {id(p) for p in refiner.low_lr_parameters()} if refiner is not None else set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in low_lr_ids], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in low_lr_ids], "lr": cfg.lr * cfg.low_lr_factor}]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.lr_end_factor,
+                                                  total_iters=cfg.lr_decay_steps)
+    return optimizer, scheduler
+
+
+def load_head_model(path: str | None):
+    from gagavatar.head import HeadModel
+
+    return HeadModel.default() if path is None else HeadModel.load(path)
+
+
+def load_perceptual(path: str | None):
+    if path is None:
+        console.print("[yellow]Perceptual loss off: no perceptual weights given (--perceptual-weights "
+                      "GAGAvatar.pt enables it; see README 'Pretrained weights').[/yellow]")
+        return None
+    from gagavatar.perceptual import FacePerceptualLoss, load_perceptual_state
+
+    return FacePerceptualLoss.from_state_dict(load_perceptual_state(path))
+
+
+def build_model(cfg: TrainConfig, n_vertices: int):
+    from gagavatar.model import create_model
+
+    overrides = {"n_vertices": n_vertices}
+    for name in cfg.ablations:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        overrides.update(ABLATIONS[name])
+    return create_model(cfg.preset, backbone_weights=cfg.backbone_weights, **overrides)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
+    """PNG of rows of source | target | coarse | fine."""
+    from PIL import Image
+
+    n = min(rows, out.fine.shape[0])
+    size = out.fine.shape[-1]
+    resize = lambda x: torch.nn.functional.interpolate(x[:n].float(), size=(size, size), mode="bilinear",  # noqa: E731
+                                                       align_corners=False, antialias=True)
+    cols = [resize(batch["source_image"]), resize(batch["target_image"]), out.coarse[:n].float(), out.fine[:n].float()]
+    grid = torch.cat([torch.cat(cols, dim=-1)[i] for i in range(n)], dim=-2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()).save(path)
+
+
+def plot_losses(metrics_path: Path, out_path: Path) -> None:
+    """loss.png: every logged term against the step (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
+        if metrics_path.is_file() else []
+    if not rows:
+        return
+    keys = [k for k in rows[-1] if k.startswith("loss") or k == "psnr"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for k in keys:
+        if k != "psnr":
+            axes[0].plot([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k)
+    axes[0].set_yscale("log"), axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
+    axes[1].plot([r["step"] for r in rows], [r["psnr"] for r in rows]), axes[1].set_title("train PSNR (dB)")
+    axes[1].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=80)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run (or resume) training; returns the run folder."""
+    from gagavatar.data import PairDataset
+    from gagavatar.model import save
+
+    ctx = Distributed()
+    run = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    head = load_head_model(cfg.head_model)
+    model = build_model(cfg, head.n_vertices).to(ctx.device)
+    size = model.config.render_size
+    dataset = PairDataset(cfg.data, split="train", mode="self", size=size, seed=cfg.seed,
+                          length=cfg.max_steps * cfg.batch_size * ctx.world_size, head_model=head)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights)).to(ctx.device)
+    use_lifting = "no_lifting_loss" not in cfg.ablations
+
+    start = 0
+    last = latest_checkpoint(run) if resume else None
+    if resume and last is None:
+        console.print(f"[yellow]--resume: no checkpoint in {run}, starting from step 0[/yellow]")
+    if last is not None:
+        start = load_training_state(last, model, optimizer, scheduler)["step"]
+        console.print(f"Resumed from {last} at step {start}")
+    elif ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(cfg.to_json())
+
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) \
+        if ctx.enabled else model
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, start, cfg.max_steps, cfg.seed, ctx.rank, ctx.world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        persistent_workers=cfg.num_workers > 0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and ctx.device.type == "cuda")
+    metrics_path, writer = run / "metrics.jsonl", None
+    if ctx.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run / "tb"))
+        except ImportError:
+            pass
+
+    from tqdm import tqdm
+
+    model.train()
+    step, skipped, t0 = start, 0, time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
+    for batch in loader:
+        batch = to_device(batch, ctx.device)
+        with autocast:
+            out = net(batch)
+        vertices = out.vertices if use_lifting else None
+        loss, terms = loss_fn(out.coarse.float(), out.fine.float(), batch["target_image"], batch["target_bbox"],
+                              vertices, out.lifted_points.float())
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            skipped += 1
+            console.print(f"[red]step {step}: loss is {loss.item()}, step skipped ({skipped} so far)[/red]")
+        else:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                skipped += 1
+                console.print(f"[red]step {step}: gradient norm is {grad_norm.item()}, step skipped[/red]")
+        scheduler.step()
+        step += 1
+
+        if ctx.is_main:
+            train_psnr = psnr(out.fine.detach().float(), batch["target_image"]).mean().item()
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{train_psnr:.2f}",
+                            **{k: f"{v.item():.4f}" for k, v in terms.items()})
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                row = {"step": step, "loss": loss.item(), "psnr": train_psnr, "lr": scheduler.get_last_lr()[0],
+                       "it_per_s": (step - start) / (time.perf_counter() - t0), "skipped": skipped,
+                       **{f"loss_{k}": v.item() for k, v in terms.items()}}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
+            if step % cfg.sample_every == 0 or step == cfg.max_steps:
+                sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
+                plot_losses(metrics_path, run / "loss.png")
+        if step % cfg.checkpoint_every == 0:
+            ctx.barrier()  # other ranks wait while rank 0 writes
+    bar.close()
+    if ctx.is_main and step >= cfg.max_steps:
+        save(model, run / "model.safetensors")
+        console.print(f"Done: {step} steps, {skipped} skipped; model at {run / 'model.safetensors'}")
+    if ctx.enabled:
+        dist.destroy_process_group()
+    return run
