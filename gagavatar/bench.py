@@ -47,3 +47,327 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> None:
     for r in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     console.print(table)
+
+
+@app.command("reenact")
+def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
+            batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
+            device: str = typer.Option("all", help="cpu, cuda, or all (cpu + cuda when present)"),
+            repeat: int = typer.Option(5, help="timed repetitions (median reported)"),
+            fast: bool = typer.Option(True, help="on CUDA also time bf16 autocast + torch.compile(refiner)")):
+    """Reconstruction time and driving FPS (vertices -> final image) of the network.
+
+    Random weights (speed does not depend on them); a mean head from the bundled
+    head model (x5) as the driving vertices, cameras 5 units away.
+    """
+    import contextlib
+    import warnings
+
+    from gagavatar.model import create_model
+    from gagavatar.render.cameras import Camera
+
+    devices = ["cpu", "cuda"] if device == "all" else [device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        raise typer.BadParameter("no CUDA device here; use --device cpu")
+    sizes = [int(b) for b in batches.split(",")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model(preset).eval()
+    try:
+        from gagavatar.head import HeadModel
+
+        head = HeadModel.default(scale=5.0)
+        head_vertices = head(torch.zeros(1, head.n_shape)).detach()
+        if head_vertices.shape[1] != model.config.n_vertices:
+            raise ValueError
+    except Exception:  # no bundled head: a ball of points with the right count
+        head_vertices = torch.nn.functional.normalize(torch.randn(1, model.config.n_vertices, 3), dim=-1)
+    rows = []
+    for dev in devices:
+        model.to(dev)
+        variants = [("float32", contextlib.nullcontext, model.refine)]
+        if dev == "cuda" and fast:
+            compiled = torch.compile(model.refine)
+            variants.append(("bf16+compile", lambda: torch.autocast("cuda", dtype=torch.bfloat16), compiled))
+        reference = {}
+        for name, autocast, refine in variants:
+            for B in sizes:
+                image = torch.rand(B, 3, 512, 512, device=dev)
+                eye = torch.tensor([0.0, 0.0, 5.0]).expand(B, 3)
+                source = Camera.look_at(eye, size=model.config.render_size).to(dev)
+                target = Camera.look_at(torch.tensor([0.5, 0.3, 4.9]).expand(B, 3),
+                                        size=model.config.render_size).to(dev)
+                vertices = head_vertices.to(dev).expand(B, -1, -1)
+
+                def recon():
+                    with torch.no_grad(), autocast():
+                        return model.reconstruct(image, source)
+
+                avatar = recon().to(torch.float32)
+
+                def drive():
+                    with torch.no_grad():
+                        features, _, _ = model.splat(avatar, vertices, target)
+                        with autocast():
+                            return refine(features).float()
+
+                recon_ms = timeit(recon, repeat=repeat, device=dev)
+                drive_ms = timeit(drive, repeat=repeat, warmup=2, device=dev)
+                out = drive()
+                if name == "float32":
+                    reference[B] = out
+                    dev_text = "-"
+                else:
+                    dev_text = f"{(out - reference[B]).abs().max().item():.2e}"
+                rows.append([preset, dev, name, B, recon_ms, recon_ms / B, drive_ms / B, 1000.0 * B / drive_ms,
+                             dev_text])
+        model.to("cpu")
+    print_table(f"reenactment ({preset}: {model.config.n_gaussians:,} Gaussians, "
+                f"{model.config.render_size}px, {model.config.channels} channels)",
+                ["preset", "device", "mode", "batch", "reconstruct ms", "ms / avatar", "drive ms / frame",
+                 "driving FPS", "max |diff| vs fp32"], rows)
+
+
+@app.command("head")
+def head(batches: str = typer.Option("1,64", help="comma-separated batch sizes"),
+         device: str = typer.Option("all", help="cpu, cuda, or all (cpu + cuda when present)"),
+         repeat: int = typer.Option(20, help="timed repetitions (median reported)")):
+    """Head-model forward (blend shapes + pose correctives + skinning) time.
+
+    Two models: the bundled synthetic head (the columns its file has) and a
+    FLAME-sized random model (5,023 vertices, 300 shape + 100 expression columns;
+    speed does not depend on the values). Every row drives shape, expression, jaw,
+    neck and eyes; 'shared shape' gives one shape row for the whole batch.
+    """
+    import numpy as np
+
+    from gagavatar.head import HeadModel
+
+    devices = ["cpu", "cuda"] if device == "all" else [device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    rng = np.random.default_rng(0)
+    V = 5023
+    flame_sized = HeadModel({
+        "v_template": rng.normal(size=(V, 3)) * 0.1, "shapedirs": rng.normal(size=(V, 3, 400)) * 1e-3,
+        "posedirs": rng.normal(size=(V, 3, 36)) * 1e-3, "J_regressor": rng.dirichlet(np.ones(V), size=5),
+        "kintree_table": np.array([[2**32 - 1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
+        "weights": rng.dirichlet(np.ones(5), size=V), "f": rng.integers(0, V, (9976, 3))})
+    models = [("synthetic (default)", HeadModel.default()), ("FLAME-sized 300+100", flame_sized)]
+    rows = []
+    for dev in devices:
+        for name, model in models:
+            model.to(dev)
+            for B in [int(b) for b in batches.split(",")]:
+                for shared in (False, True):
+                    g = torch.Generator().manual_seed(0)
+                    shape = torch.randn(1 if shared else B, model.n_shape, generator=g).to(dev)
+                    expr = torch.randn(B, model.n_expression, generator=g).to(dev)
+                    pose = (0.1 * torch.randn(B, 3, generator=g)).to(dev)
+                    eyes = (0.1 * torch.randn(B, 6, generator=g)).to(dev)
+
+                    def forward():
+                        with torch.no_grad():
+                            return model(shape, expr, pose, pose, pose, eyes)
+
+                    ms = timeit(forward, repeat=repeat, warmup=3, device=dev)
+                    rows.append([name, dev, B, "yes" if shared else "no", ms, 1000.0 * B / ms])
+            model.to("cpu")
+    print_table("head model forward (5,023 vertices)", ["model", "device", "batch", "shared shape", "ms",
+                                                        "meshes / s"], rows)
+
+
+class PeakMemory:
+    """Peak memory above the level at entry, in MiB, of the code inside ``with``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensors only, not the caching
+    allocator's reserve). CPU: the process's resident set size sampled every
+    millisecond from /proc/self/statm (Linux; everything the process touches,
+    torch's allocations included, which tracemalloc does not see).
+    """
+
+    def __init__(self, device: str):
+        self.device, self.mib = device, float("nan")
+
+    def _rss(self) -> int:
+        import os
+
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        import threading
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+            return self
+        try:
+            self.start = self.peak = self._rss()
+        except OSError:  # not Linux: no sampling
+            return self
+        self.running = True
+
+        def sample():
+            while self.running:
+                self.peak = max(self.peak, self._rss())
+                time.sleep(0.001)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        elif hasattr(self, "thread"):
+            self.running = False
+            self.thread.join()
+            self.mib = (max(self.peak, self._rss()) - self.start) / 2**20
+
+
+def head_like_splats(n: int, size: int, channels: int = 32, sigma_px: tuple[float, float] = (1.0, 3.0),
+                     seed: int = 0, distance: float = 9.3):
+    """A splat scene shaped like GAGAvatar's, for timing: (means, quats, scales, opacities,
+    features, viewmat, K) with a batch of 1.
+
+    Like the lifted Gaussians, a square grid of points across the view is pushed
+    forward onto the front of an ellipsoidal head (front layer) or back by the
+    same amount (back layer); the rest (the "expression" Gaussians) lie on the
+    head's front. Screen-space standard deviations are log-uniform in
+    ``sigma_px`` (random orientations), opacities uniform in [0.5, 0.8] (the
+    released model's are 0.65 +- 0.08), the camera at ``distance`` with focal 12.
+    """
+    import math
+
+    from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
+
+    g = torch.Generator().manual_seed(seed)
+    side = int(math.sqrt((n - min(5023, n // 30)) / 2))
+    n_surface = n - 2 * side * side
+    fx = REFERENCE_FOCAL * size / 2
+    half = (size / 2) / fx * distance  # half the view's width at the head
+    grid = torch.linspace(-half, half, side)
+    y, x = (t.reshape(-1) for t in torch.meshgrid(grid, grid, indexing="ij"))
+    radii = torch.tensor([0.8, 1.0, 0.9]) * half
+    height = radii[2] * torch.sqrt((1 - (x / radii[0]) ** 2 - (y / radii[1]) ** 2).clamp_min(0))
+    jitter = torch.rand(2, side * side, generator=g) * 0.05 * half
+    front = torch.stack([x, y, distance - height - jitter[0]], -1)
+    back = torch.stack([x, y, distance + height + jitter[1]], -1)
+    u = torch.nn.functional.normalize(torch.randn(n_surface, 3, generator=g), dim=-1)
+    u[:, 2] = -u[:, 2].abs()
+    surface = u * radii + torch.tensor([0.0, 0.0, distance])
+    means = torch.cat([front, back, surface])
+    lo, hi = math.log(sigma_px[0]), math.log(sigma_px[1])
+    scales = torch.exp(torch.rand(n, 3, generator=g) * (hi - lo) + lo) * distance / fx
+    quats = torch.randn(n, 4, generator=g)
+    opacities = torch.rand(n, generator=g) * 0.3 + 0.5
+    features = torch.rand(n, channels, generator=g)
+    return (means[None], quats[None], scales[None], opacities[None], features[None],
+            torch.eye(4)[None], intrinsics(REFERENCE_FOCAL, size, size))
+
+
+RENDER_SCALES = {"paper": (180_255, 512), "tiny": (20_000, 128)}
+
+
+@app.command("render")
+def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every backend usable here)"),
+           device: str = typer.Option("all", help="cpu, cuda, or all (cpu + cuda when present)"),
+           scales: str = typer.Option("paper,tiny", help="comma-separated: paper (180,255 Gaussians, 512px), "
+                                                         "tiny (20,000 Gaussians, 128px)"),
+           sigma_px: str = typer.Option("1,3", help="range of the splats' screen-space sigma in pixels"),
+           channels: int = typer.Option(32, help="feature channels"),
+           repeat: int = typer.Option(3, help="timed repetitions (median reported)"),
+           threads: int = typer.Option(0, help="torch CPU threads (0: leave torch's default)")):
+    """Rasterizer time per frame and peak memory, forward and forward+backward.
+
+    A head-like synthetic scene (see head_like_splats). Targets on 2 CPU cores:
+    paper-scale forward < 2 s, tiny-scale forward < 30 ms; paper-scale forward
+    < 2 ms on an H100 with gsplat. Memory: see PeakMemory (CPU: resident set
+    growth; CUDA: tensor memory).
+    """
+    from gagavatar.render.rasterize import gsplat_available, rasterize
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    devices = ["cpu", "cuda"] if device == "all" else [device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        raise typer.BadParameter("no CUDA device here; use --device cpu")
+    sigma = tuple(float(s) for s in sigma_px.split(","))
+    rows = []
+    for name in scales.split(","):
+        n, size = RENDER_SCALES[name]
+        scene = head_like_splats(n, size, channels, sigma)
+        for dev in devices:
+            backends = ["torch", "gsplat"] if backend == "all" else [backend]
+            backends = [b for b in backends if b == "torch" or (dev == "cuda" and gsplat_available())]
+            inputs = [t.to(dev) for t in scene]
+            leaves = [t.clone().requires_grad_() for t in inputs[:5]]
+            for b in backends:
+                def forward():
+                    with torch.no_grad():
+                        return rasterize(*inputs, size, size, backend=b)
+
+                def forward_backward():
+                    out = rasterize(*leaves, *inputs[5:], size, size, backend=b)
+                    (out.image.square().mean() + out.depth.mean()).backward()
+
+                for mode, fn in (("fwd", forward), ("fwd+bwd", forward_backward)):
+                    fn()  # warm up outside the memory measurement
+                    with PeakMemory(dev) as memory:
+                        fn()
+                    ms = timeit(fn, repeat=repeat, warmup=0, device=dev)
+                    rows.append([name, f"{n:,}", size, dev, b, mode, ms, memory.mib])
+                    for leaf in leaves:
+                        leaf.grad = None
+    print_table(f"Gaussian rasterizer ({channels} channels, sigma {sigma[0]:g}-{sigma[1]:g} px)",
+                ["scale", "Gaussians", "px", "device", "backend", "pass", "ms/frame", "peak MiB"], rows)
+
+
+@app.command("synth")
+def synth(frames: int = typer.Option(512, help="frames to render (identities x 2 videos x 32 frames)"),
+          size: int = typer.Option(128, help="frame size in pixels"),
+          workers: int = typer.Option(0, help="processes (0: one per CPU core)")):
+    """Synthetic talking-head video generation speed (render + PNG writing), target:
+    10,000 frames at 128x128 in under 10 minutes on 2 CPU cores."""
+    import os
+    import resource
+    import tempfile
+
+    from gagavatar.synthetic.video import SynthConfig, generate
+
+    workers = workers or os.cpu_count() or 1
+    per_identity = 2 * 32
+    config = SynthConfig(identities=max(1, -(-frames // per_identity)), videos_per_identity=2, frames=32,
+                         size=size, seed=0, workers=workers)
+    n = config.identities * per_identity
+
+    def cpu_seconds() -> float:
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    with tempfile.TemporaryDirectory() as out:
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        generate(out, config, progress=False)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    print_table("Synthetic video generation (gagavatar synth)",
+                ["frames", "px", "workers", "s", "frames/s", "core-ms/frame", "10k frames (min)"],
+                [[n, size, workers, wall, n / wall, 1000 * cpu / n, 10000 / (n / wall) / 60]])
+
+
+@app.command("all")
+def run_all():
+    """Run every benchmark above with its default options."""
+    import inspect
+
+    for command in app.registered_commands:
+        if command.callback is run_all:
+            continue
+        kwargs = {}
+        for p in inspect.signature(command.callback).parameters.values():
+            kwargs[p.name] = p.default.default if isinstance(p.default, typer.models.ParameterInfo) else p.default
+        console.rule(f"gagavatar bench {command.name or command.callback.__name__}")
+        command.callback(**kwargs)

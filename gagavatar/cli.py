@@ -87,6 +87,95 @@ def synth(
                               n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
 
 
+def _fail(error: Exception) -> None:
+    """Print a user error (bad input, missing file, wrong checkpoint) and exit 1, no traceback."""
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+# Errors a user can fix: shown as one line, never as a traceback.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OSError)
+
+_CHECKPOINT = typer.Option(None, help="checkpoint: ours (.safetensors) or the released GAGAvatar.pt "
+                                      "(default: the bundled tiny model)")
+_HEAD = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)")
+
+
+def _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize):
+    from gagavatar.reenact import MotionControls
+
+    return MotionControls(transfer=transfer, relative=relative, expression_scale=expression_scale,
+                          jaw_scale=jaw_scale, eye_scale=eye_scale, stabilize=stabilize)
+
+
+@app.command()
+def reenact(
+    source: str = typer.Option(..., help="source photo, or a tracked folder"),
+    driver: str = typer.Option(..., help="driving video, folder of images, or a tracked folder"),
+    out: str = typer.Option("reenact.mp4", help="output mp4 (H.264)"),
+    checkpoint: str = _CHECKPOINT,
+    head_model: str = _HEAD,
+    side_by_side: bool = typer.Option(False, help="put the driver beside the result"),
+    transfer: str = typer.Option("all", help="all | expression (keep source pose) | pose (keep source expression)"),
+    relative: bool = typer.Option(False, help="motion relative to the driver's first frame"),
+    expression_scale: float = typer.Option(1.0, help="multiplier on the driver's expression"),
+    jaw_scale: float = typer.Option(1.0, help="multiplier on the driver's jaw rotation"),
+    eye_scale: float = typer.Option(1.0, help="multiplier on the driver's eye rotation"),
+    stabilize: float = typer.Option(0.0, help="smooth head pose and eyes (0 off, 1 = reference smoothing)"),
+):
+    """Animate the source's avatar with the driver's expressions and head motion."""
+    from gagavatar import commands
+
+    try:
+        summary = commands.reenact(source, driver, out, checkpoint, head_model, side_by_side,
+                                   _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize))
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(str(summary))
+
+
+@app.command("novel-views")
+def novel_views(source: str = typer.Option(..., help="source photo, or a tracked folder"),
+                out: str = typer.Option("orbit.mp4", help="output mp4"),
+                checkpoint: str = _CHECKPOINT, head_model: str = _HEAD,
+                frames: int = typer.Option(60, help="frames of the orbit"),
+                yaw: float = typer.Option(30.0, help="orbit half-angle in degrees")):
+    """The reconstructed avatar seen from an orbiting camera."""
+    from gagavatar import commands
+
+    try:
+        path = commands.novel_views(source, out, checkpoint, head_model, frames, yaw)
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("export-ply")
+def export_ply(source: str = typer.Option(..., help="source photo, or a tracked folder"),
+               out: str = typer.Option("avatar.ply", help="output .ply (3D Gaussian splatting layout)"),
+               checkpoint: str = _CHECKPOINT, head_model: str = _HEAD):
+    """Write the avatar's Gaussians as a PLY that splat viewers open."""
+    from gagavatar import commands
+
+    try:
+        path = commands.export_ply(source, out, checkpoint, head_model)
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(out: str = typer.Option("demo", help="output folder"),
+         checkpoint: str = _CHECKPOINT, head_model: str = _HEAD):
+    """The built-in demo: bundled tiny model and clips -> reenactment, orbit, contact sheet."""
+    from gagavatar import commands
+
+    try:
+        commands.demo(out, checkpoint, head_model)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""Synthetic data: a FLAME-layout head model (``head``) and talking-head videos made from it."""

@@ -1,0 +1,350 @@
+"""``track``: an image, a folder of images or a video in; a tracked video in the dataset format out.
+
+Stages (one module each): landmarks (MediaPipe face mesh) -> framing (the
+reference's crop, matte on black) -> fitting (head model + camera) ->
+optional smoothing -> output (dataset format, overlay, and optionally the
+reference tracker's optim.pkl / smoothed.pkl / img_lmdb). See docs/tracking.md.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gagavatar import io as gio
+from gagavatar.data.format import VideoWriter, update_index
+from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
+from gagavatar.tracking import framing, reference_format, smoothing
+from gagavatar.tracking.fitting import FitConfig, FitResult, fit_landmarks
+from gagavatar.tracking.landmarks import LandmarkDetector
+from gagavatar.tracking.matting import Segmenter
+
+log = logging.getLogger(__name__)
+
+WORLD_SCALE = 5.0  # the reference's FLAME x 5 (SPEC §1)
+TRACKING_FILE = "tracking.npz"
+
+
+@dataclass
+class TrackSummary:
+    """What ``track`` did. Frame numbers are positions in the input (0-based)."""
+
+    video_id: str
+    out_dir: Path
+    video_dir: Path
+    n_frames: int
+    n_tracked: int
+    no_face: list[int] = field(default_factory=list)
+    several_faces: list[int] = field(default_factory=list)
+    mean_error_px: float = float("nan")  # mean landmark reprojection error, pixels of a 512 crop
+    seconds: dict[str, float] = field(default_factory=dict)
+    overlay: Path | None = None
+    reference_files: list[Path] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.video_id}: {self.n_tracked}/{self.n_frames} frames tracked, mean landmark error "
+               f"{self.mean_error_px:.2f} px at 512 -> {self.video_dir}"]
+        if self.no_face:
+            out.append(f"  no face in {len(self.no_face)} frame(s) (marked valid=False): {_short(self.no_face)}")
+        if self.several_faces:
+            out.append(f"  several faces in {len(self.several_faces)} frame(s), the largest was tracked: "
+                       f"{_short(self.several_faces)}")
+        if self.overlay:
+            out.append(f"  overlay: {self.overlay}")
+        for p in self.reference_files:
+            out.append(f"  reference format: {p}")
+        return out
+
+
+def _short(ids: list[int], n: int = 10) -> str:
+    return ", ".join(map(str, ids[:n])) + (" ..." if len(ids) > n else "")
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+
+
+def _fallback_box(shape, last: np.ndarray | None) -> np.ndarray:
+    """Crop for a frame without a face: the previous crop, or the centred square."""
+    if last is not None:
+        return last
+    H, W = shape[:2]
+    s = min(H, W)
+    x0, y0 = (W - s) // 2, (H - s) // 2
+    return np.array([x0, y0, x0 + s, y0 + s], dtype=np.float64)
+
+
+def _fill_invalid(values: np.ndarray, valid_idx: np.ndarray, n: int, default: np.ndarray) -> np.ndarray:
+    """Per-frame array [n, ...] from the values [len(valid_idx), ...] of the tracked frames;
+    every other frame copies the nearest tracked frame (``default`` when there is none)."""
+    if len(valid_idx) == 0:
+        return np.broadcast_to(default, (n,) + np.shape(default)).astype(np.float32).copy()
+    frames = np.arange(n)
+    pos = np.searchsorted(valid_idx, frames)  # rank of the first tracked frame >= each frame
+    after = np.minimum(pos, len(valid_idx) - 1)
+    before = np.maximum(pos - 1, 0)
+    rank = np.where(np.abs(valid_idx[before] - frames) <= np.abs(valid_idx[after] - frames), before, after)
+    return np.asarray(values, dtype=np.float32)[rank]
+
+
+def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 512, smooth: float = 0.0,
+          reference_format_out: bool = False, video_id: str | None = None, split: str = "train",
+          overlay: bool = True, frame_format: str = "jpg", fit_config: FitConfig | None = None,
+          box_smoothing: float | None = None, progress: bool = True) -> TrackSummary:
+    """Track ``input`` (image, folder of images, or video) into the dataset ``out_dir``.
+
+    head_model: a ``HeadModel`` with a MediaPipe landmark embedding (default: the
+    bundled synthetic head). size: side of the stored crops. smooth: strength of
+    the pose/eye smoothing applied to the stored parameters (0 = none, 1 = the
+    reference's smoothed.pkl). reference_format_out: also write optim.pkl,
+    smoothed.pkl and img_lmdb into out_dir. box_smoothing: EMA weight of a new
+    frame's head box (default: 0.03 for videos as the reference; 1, i.e. none,
+    for images and folders, as the reference's frame-folder script).
+    Frames without a face are kept (valid=False) and reported, not fatal.
+    """
+    from gagavatar.head import HeadModel
+
+    t_start = time.perf_counter()
+    source = Path(input)
+    if not source.exists():
+        raise gio.InputError(f"{source}: no such file or folder")
+    if size < 64 or size % 2:
+        raise ValueError(f"size={size}: use an even size of at least 64 (the released model uses 512)")
+    smoothing.weights_for(smooth)  # validates the strength early
+    is_video = source.is_file() and gio.is_video(source)
+    if source.is_file() and not is_video and not gio.is_image(source):
+        raise gio.InputError(f"{source}: not an image ({', '.join(gio.IMAGE_EXTENSIONS)}) or video "
+                             f"({', '.join(gio.VIDEO_EXTENSIONS)}) file")
+    fps = gio.video_info(source).fps if is_video else 25.0
+    total = gio.video_info(source).n_frames if is_video else len(gio.frame_names(source) or [])
+    video_id = video_id or source.stem
+    head = head_model if head_model is not None else HeadModel.default()
+    config = fit_config or FitConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {"landmarks": 0.0, "framing": 0.0, "writing": 0.0}
+
+    # ---- 1. landmarks and framing, streaming over the frames
+    detector = LandmarkDetector(video=is_video)
+    segmenter = Segmenter()
+    framer = framing.Framer(segmenter, size, box_smoothing if box_smoothing is not None
+                            else (framing.BOX_EMA if is_video else 1.0))
+    writer = VideoWriter(out_dir, video_id, identity=video_id, split=split, width=size, height=size,
+                         head_model=_head_name(head), frame_format=frame_format, fps=fps, source=source.name)
+    lmdb = (reference_format.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size)
+            if reference_format_out else None)
+    crop_boxes, head_boxes, lmk_crop, n_faces, valid = [], [], [], [], []
+    n = 0
+    last_box = None
+    bar = _progress(total or None, f"track {video_id}", progress)
+    try:
+        for frame in gio.iter_frames(source):
+            t0 = time.perf_counter()
+            lm = detector(frame)
+            t1 = time.perf_counter()
+            if lm is not None:
+                framed = framer(frame, lm)
+                raw, matte, box = framed.raw, framed.matte, framed.crop_box
+                this_head = framing.head_box(framing.measure_face(lm), framer.params)  # unsmoothed, as reference bbox
+                head_boxes.append((this_head - np.tile(box[:2], 2)) / (box[2] - box[0]))
+                lmk_crop.append(framed.landmarks.points)
+                last_box = box
+                if lmdb is not None:
+                    lmdb.add(reference_format.reference_key(video_id, int(sum(valid))), framed.image)
+            else:
+                box = _fallback_box(frame.shape, last_box)
+                raw = framing.crop(frame, box, size)
+                matte = segmenter(raw)
+                head_boxes.append(np.zeros(4))
+                lmk_crop.append(np.zeros((478, 3), np.float32))
+            t2 = time.perf_counter()
+            writer.add(raw, matte)
+            seconds["writing"] += time.perf_counter() - t2
+            seconds["landmarks"] += t1 - t0
+            seconds["framing"] += t2 - t1
+            crop_boxes.append(box)
+            n_faces.append(0 if lm is None else lm.n_faces)
+            valid.append(lm is not None)
+            n += 1
+            bar.update(1)
+    except BaseException:
+        if lmdb is not None:
+            lmdb.close()
+        raise
+    finally:
+        bar.close()
+        detector.close()
+        segmenter.close()
+    valid = np.array(valid, bool)
+    valid_idx = np.nonzero(valid)[0]
+    n_faces = np.array(n_faces)
+    for i in np.nonzero(n_faces > 1)[0]:
+        log.info("frame %d: %d faces, tracking the largest", i, n_faces[i])
+    if not valid.any():
+        log.warning("%s: no face found in any of its %d frame(s)", source, n)
+
+    # ---- 2. fit the head model to the landmarks of the tracked frames
+    t0 = time.perf_counter()
+    lmk_crop = np.stack(lmk_crop).astype(np.float32)
+    fit = None
+    if len(valid_idx):
+        fbar = _progress(len(valid_idx), f"fit {video_id}", progress)
+        fit = fit_landmarks(head, lmk_crop[valid_idx, :, :2], size, config, frame_index=valid_idx,
+                            progress=fbar.update)
+        fbar.close()
+    seconds["fitting"] = time.perf_counter() - t0
+
+    # ---- 3. smoothing and parameters in the dataset format
+    params, extra = _params(head, fit, valid, valid_idx, smooth, size, np.array(crop_boxes),
+                            np.array(head_boxes), lmk_crop)
+    t0 = time.perf_counter()
+    writer.close(params)
+    update_index(out_dir)
+    np.savez(writer.folder / TRACKING_FILE, **extra)
+    seconds["writing"] += time.perf_counter() - t0
+
+    summary = TrackSummary(video_id, out_dir, writer.folder, n, int(valid.sum()),
+                           no_face=[int(i) for i in np.nonzero(~valid)[0]],
+                           several_faces=[int(i) for i in np.nonzero(n_faces > 1)[0]],
+                           mean_error_px=float(fit.error_px.mean()) if fit is not None else float("nan"))
+
+    # ---- 4. the reference tracker's layout
+    if lmdb is not None:
+        lmdb.close()
+        summary.reference_files.append(out_dir / "img_lmdb")
+    if reference_format_out and fit is not None:
+        summary.reference_files += _write_reference(out_dir, video_id, fit, params, valid_idx, smooth)
+
+    # ---- 5. overlay for a person to check
+    if overlay:
+        t0 = time.perf_counter()
+        summary.overlay = _write_overlay(writer.folder, head, params, extra, valid, fps, is_video or n > 1, progress)
+        seconds["overlay"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    summary.seconds = seconds
+    return summary
+
+
+def _head_name(head) -> str:
+    name = Path(str(getattr(head, "name", "head"))).name
+    return "synthetic-flame-v1" if "synthetic" in name else (
+        f"flame{head.version}" if getattr(head, "version", "unknown") != "unknown" else name)
+
+
+def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_boxes, head_boxes, lmk_crop):
+    """params.npz arrays (FRAME_ARRAYS of gagavatar.data.format) and tracking.npz arrays."""
+    F = len(valid)
+    S, E = head.n_shape, head.n_expression
+    eye3 = np.eye(3, dtype=np.float32)
+    default_view = np.eye(4, dtype=np.float32)
+    default_view[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    default_view[2, 3] = 10.0
+    if fit is not None:
+        transform, eye_pose = smoothing.smooth_track(fit.transform, fit.eye_pose, smooth)
+        from gagavatar.render.cameras import reference_to_viewmat
+
+        view = reference_to_viewmat(torch.as_tensor(transform)).numpy()
+    K = intrinsics(REFERENCE_FOCAL, size, size, F).numpy()
+    fill = lambda vals, default: _fill_invalid(vals, valid_idx, F, np.asarray(default, np.float32))  # noqa: E731
+    if fit is not None:
+        from gagavatar.render.cameras import viewmat_to_reference
+
+        transform_all = fill(transform, viewmat_to_reference(torch.as_tensor(default_view)[None])[0].numpy())
+        params = {
+            "shape": fit.shape,
+            "expression": fill(fit.expression, np.zeros(E)),
+            "jaw_pose": fill(fit.jaw_pose, np.zeros(3)),
+            "eye_pose": fill(eye_pose, np.zeros(6)),
+            "transform": transform_all,
+        }
+        viewmat = fill(view, default_view)
+        errors = fill(fit.error_px, np.float32(np.nan))
+        errors[~valid] = np.nan
+    else:
+        params = {"shape": np.zeros(S, np.float32), "expression": np.zeros((F, E), np.float32),
+                  "jaw_pose": np.zeros((F, 3), np.float32), "eye_pose": np.zeros((F, 6), np.float32),
+                  "transform": np.tile(np.concatenate([eye3, [[0], [0], [10]]], 1), (F, 1, 1)).astype(np.float32)}
+        viewmat = np.tile(default_view, (F, 1, 1))
+        errors = np.full(F, np.nan, np.float32)
+    params.update({
+        "global_pose": np.zeros((F, 3), np.float32), "neck_pose": np.zeros((F, 3), np.float32),
+        "translation": np.zeros((F, 3), np.float32),
+        "focal": np.full(F, REFERENCE_FOCAL, np.float32), "K": K.astype(np.float32),
+        "bbox": np.clip(head_boxes, 0.0, 1.0).astype(np.float32),
+        "landmarks": lmk_crop[:, :, :2].astype(np.float32),
+        "crop_box": crop_boxes.astype(np.float32), "valid": valid,
+        "scale": np.float32(WORLD_SCALE), "landmark_set": np.str_("mediapipe478"),
+    })
+    extra = {"viewmat": viewmat.astype(np.float32), "error_px": errors.astype(np.float32),
+             "landmarks_z": lmk_crop[:, :, 2].astype(np.float32), "valid": valid}
+    if fit is not None:
+        extra.update({"fit_transform": fill(fit.transform, params["transform"][0]),
+                      "fit_eye_pose": fill(fit.eye_pose, np.zeros(6)),
+                      "fit_landmarks": fill((fit.landmarks + 1.0) * (size / 2.0),
+                                            np.zeros((len(fit.landmark_indices), 2))),
+                      "fit_landmark_indices": fit.landmark_indices.astype(np.int64),
+                      "smooth_strength": np.float32(smooth)})
+    return params, extra
+
+
+def _write_reference(out_dir: Path, video_id: str, fit: FitResult, params: dict, valid_idx, smooth: float):
+    """optim.pkl (the fit) and smoothed.pkl (reference smoothing x max(smooth, 1)) over the tracked frames."""
+    bbox = params["bbox"][valid_idx]
+    strength = smooth if smooth > 0 else 1.0
+    smoothed_transform, smoothed_eyes = smoothing.smooth_track(fit.transform, fit.eye_pose, strength)
+    optim, smoothed = {}, {}
+    for k in range(len(valid_idx)):
+        key = reference_format.reference_key(video_id, k)
+        optim[key] = reference_format.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k], fit.eye_pose[k],
+                                                  fit.transform[k], bbox[k])
+        smoothed[key] = reference_format.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k],
+                                                     smoothed_eyes[k], smoothed_transform[k], bbox[k])
+    return [reference_format.save_reference_pickle(out_dir / "optim.pkl", optim),
+            reference_format.save_reference_pickle(out_dir / "smoothed.pkl", smoothed)]
+
+
+def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: float, as_video: bool,
+                   progress: bool) -> Path:
+    """overlay.mp4 (several frames) or overlay.jpg (one image) next to the video's frames."""
+    from PIL import Image
+
+    from gagavatar.data.format import Dataset
+    from gagavatar.tracking.overlay import overlay_frame
+
+    record = next(v for v in Dataset(folder.parent).videos if (folder.parent / v.info.path) == folder)
+    F = len(valid)
+    faces = head.faces.cpu().numpy()
+    shape = torch.as_tensor(params["shape"])[None]
+
+    def frames():
+        bar = _progress(F, "overlay", progress)
+        for start in range(0, F, 32):
+            idx = np.arange(start, min(F, start + 32))
+            with torch.no_grad():
+                verts = head.cpu().float()(shape, torch.as_tensor(params["expression"][idx]),
+                                           jaw_pose=torch.as_tensor(params["jaw_pose"][idx]),
+                                           eye_pose=torch.as_tensor(params["eye_pose"][idx])) / head.scale
+            verts = verts.numpy() * WORLD_SCALE
+            for j, i in enumerate(idx):
+                crop = record.frame(int(i))
+                if valid[i]:
+                    view = extra["viewmat"][i]
+                    cam = verts[j] @ view[:3, :3].T + view[:3, 3]
+                    fitted = extra["fit_landmarks"][i] if "fit_landmarks" in extra else None
+                    yield overlay_frame(crop, cam, params["K"][i], faces, params["landmarks"][i], fitted)
+                else:
+                    yield overlay_frame(crop, None, None, None, None, None)
+                bar.update(1)
+        bar.close()
+
+    if as_video:
+        return gio.write_video(folder / "overlay.mp4", frames(), fps)
+    path = folder / "overlay.jpg"
+    Image.fromarray(next(iter(frames()))).save(path, quality=92)
+    return path
