@@ -40,6 +40,10 @@ def timeit(fn, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> float:
     return sorted(times)[len(times) // 2]
 
 
+# While ``bench all`` runs: every table printed, as (title, columns, rows), for its summary.
+_collected: list[tuple[str, list[str], list[list]]] | None = None
+
+
 def print_table(title: str, columns: list[str], rows: list[list]) -> None:
     table = Table(title=title, caption=machine_description())
     for c in columns:
@@ -47,6 +51,8 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> None:
     for r in rows:
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     console.print(table)
+    if _collected is not None:
+        _collected.append((title, list(columns), [list(r) for r in rows]))
 
 
 @app.command("reenact")
@@ -122,6 +128,8 @@ def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small o
                     dev_text = f"{(out - reference[B]).abs().max().item():.2e}"
                 rows.append([preset, dev, name, B, recon_ms, recon_ms / B, drive_ms / B, 1000.0 * B / drive_ms,
                              dev_text])
+                console.print(f"{preset} {dev} {name} batch {B}: reconstruct {recon_ms:.1f} ms, "
+                              f"driving {1000.0 * B / drive_ms:.2f} FPS")
         model.to("cpu")
     print_table(f"reenactment ({preset}: {model.config.n_gaussians:,} Gaussians, "
                 f"{model.config.render_size}px, {model.config.channels} channels)",
@@ -181,9 +189,10 @@ class PeakMemory:
     """Peak memory above the level at entry, in MiB, of the code inside ``with``.
 
     CUDA: ``torch.cuda.max_memory_allocated`` (tensors only, not the caching
-    allocator's reserve). CPU: the process's resident set size sampled every
-    millisecond from /proc/self/statm (Linux; everything the process touches,
-    torch's allocations included, which tracemalloc does not see).
+    allocator's reserve). CPU: growth of the process's resident set size,
+    sampled every millisecond from /proc/self/statm after handing freed heap
+    memory back to the system (Linux; it sees torch's allocations, which
+    tracemalloc does not).
     """
 
     def __init__(self, device: str):
@@ -203,6 +212,12 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
             return self
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # so memory freed earlier does not hide growth
+        except (OSError, AttributeError):
+            pass
         try:
             self.start = self.peak = self._rss()
         except OSError:  # not Linux: no sampling
@@ -358,16 +373,174 @@ def synth(frames: int = typer.Option(512, help="frames to render (identities x 2
                 [[n, size, workers, wall, n / wall, 1000 * cpu / n, 10000 / (n / wall) / 60]])
 
 
-@app.command("all")
-def run_all():
-    """Run every benchmark above with its default options."""
-    import inspect
+def _bench_clip(video: str | None, frames: int, size: int = 512):
+    """RGB uint8 frames [size,size,3] of a talking-head clip, and where they came from."""
+    from pathlib import Path
 
+    import numpy as np
+    from PIL import Image
+
+    from gagavatar import io as gio
+
+    candidates = [video] if video else [str(Path(__file__).resolve().parents[2] / "shared" / "realdata" / "obama.mp4")]
+    for path in candidates:
+        if path and Path(path).is_file():
+            clip = []
+            for f in gio.iter_frames(path):
+                s = min(f.shape[:2])  # centre square, then 512
+                y, x = (f.shape[0] - s) // 2, (f.shape[1] - s) // 2
+                clip.append(np.asarray(Image.fromarray(f[y:y + s, x:x + s]).resize((size, size), Image.BILINEAR)))
+                if len(clip) == frames:
+                    break
+            return clip, path
+    if video:
+        raise typer.BadParameter(f"--video {video}: file not found")
+    try:  # no real clip here: a slow pan and zoom over scikit-image's astronaut portrait
+        from skimage.data import astronaut
+    except ImportError:
+        raise typer.BadParameter("no clip to benchmark: pass --video FILE (a talking-head video)")
+    img = astronaut()
+    clip = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        s = int(300 + 60 * np.sin(2 * np.pi * t))
+        x, y = int(60 + 40 * np.sin(2 * np.pi * t)), int(10 + 20 * np.cos(2 * np.pi * t))
+        clip.append(np.asarray(Image.fromarray(img[y:y + s, x:x + s]).resize((size, size), Image.BILINEAR)))
+    return clip, "skimage astronaut, panned"
+
+
+@app.command("track")
+def track(video: str = typer.Option(None, help="a talking-head video (default: ../shared/realdata/obama.mp4, "
+                                               "else a pan over scikit-image's astronaut)"),
+          frames: int = typer.Option(240, help="frames to track"),
+          cores: int = typer.Option(2, help="CPU cores to run on (Linux: the process is pinned to them)")):
+    """Tracker speed on a 512x512 video: landmarks, framing (matte) and fitting, frames/s.
+    Target: 30 frames/s or more on 2 CPU cores, landmarks and fitting included."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from gagavatar.head import HeadModel
+    from gagavatar.tracking.fitting import fit_landmarks
+    from gagavatar.tracking.framing import Framer
+    from gagavatar.tracking.landmarks import LandmarkDetector
+    from gagavatar.tracking.matting import Segmenter
+    from gagavatar.tracking.tracker import track as run_track
+
+    if cores and hasattr(os, "sched_setaffinity"):
+        available = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, available[:cores])
+        torch.set_num_threads(min(cores, len(available)))
+    clip, where = _bench_clip(video, frames)
+    head = HeadModel.default()
+    detector, segmenter = LandmarkDetector(video=True), Segmenter()
+    framer = Framer(segmenter, 512)
+    detector(clip[0])  # warm up the graphs
+    clock = lambda: (time.perf_counter(), time.process_time())  # noqa: E731
+    c0 = clock()
+    faces = [detector(f) for f in clip]
+    c1 = clock()
+    framed = [framer(f, lm) for f, lm in zip(clip, faces) if lm is not None]
+    c2 = clock()
+    targets = np.stack([f.landmarks.xy for f in framed])
+    fit_landmarks(head, targets[:4], 512)  # warm up
+    c3 = clock()
+    fit = fit_landmarks(head, targets, 512)
+    c4 = clock()
+    detector.close()
+    segmenter.close()
+    n, tracked = len(clip), len(framed)
+    with tempfile.TemporaryDirectory() as out:
+        clip_path = os.path.join(out, "clip.mp4")
+        from gagavatar import io as gio
+
+        gio.write_video(clip_path, clip, 25.0, quality=9)
+        c5 = clock()
+        run_track(clip_path, os.path.join(out, "tracked"), overlay=False, progress=False)
+        c6 = clock()
+
+    def row(name, start, stop, frames):
+        wall, cpu = stop[0] - start[0], stop[1] - start[1]
+        return [name, 1000 * wall / frames, frames / wall, 1000 * cpu / frames]
+
+    stages = (c2[0] - c0[0] + c4[0] - c3[0], c2[1] - c0[1] + c4[1] - c3[1])
+    rows = [row("landmarks (face detection + mesh)", c0, c1, n),
+            row("framing (selfie matte, crop, resize)", c1, c2, tracked),
+            row("fitting (head model + camera)", c3, c4, tracked),
+            row("landmarks + framing + fitting", (0.0, 0.0), stages, n),
+            row("gagavatar track (decode, all stages, write JPEG + PNG mattes)", c5, c6, n)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cores_used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print_table(f"Tracker, {n} frames of 512x512 ({where}; {tracked} with a face; mean landmark error "
+                f"{fit.error_px.mean():.2f} px), {cores_used} cores, load average {load:.1f}",
+                ["stage", "ms/frame", "frames/s", "CPU ms/frame"], rows)
+
+
+# ``bench all``'s small settings (per benchmark; only options the benchmark has are used).
+SMALL_SETTINGS = {
+    "render": {"scales": "paper,tiny" if torch.cuda.is_available() else "tiny", "repeat": 2},
+    "reenact": {"batches": "1", "repeat": 2},
+    "head": {"batches": "1,64", "repeat": 5},
+    "synth": {"frames": 64},
+    "track": {"frames": 48},
+}
+
+
+def summary_rows(collected: list[tuple[str, str, list[str], list[list]]]) -> list[list[str]]:
+    """One row per measured case: [benchmark, table, case (the text columns), results (the numbers)]."""
+    out = []
+    for name, title, columns, rows in collected:
+        for r in rows:
+            case = ", ".join(f"{c}={v}" for c, v in zip(columns, r) if not isinstance(v, float))
+            results = ", ".join(f"{c} {v:.2f}" for c, v in zip(columns, r) if isinstance(v, float))
+            out.append([name, title.split(" (")[0].split(",")[0], case, results])
+    return out
+
+
+@app.command("all")
+def run_all(full: bool = typer.Option(False, help="each benchmark's own defaults instead of the small settings"),
+            out: str = typer.Option(None, help="also write the summary table to this markdown file")):
+    """Run every other benchmark (small settings unless --full), then one summary table of
+    all of them with the machine description. A benchmark that fails is listed with its error."""
+    import inspect
+    import os
+
+    global _collected
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    collected: list[tuple[str, str, list[str], list[list]]] = []
     for command in app.registered_commands:
         if command.callback is run_all:
             continue
+        name = command.name or command.callback.__name__
         kwargs = {}
         for p in inspect.signature(command.callback).parameters.values():
             kwargs[p.name] = p.default.default if isinstance(p.default, typer.models.ParameterInfo) else p.default
-        console.rule(f"gagavatar bench {command.name or command.callback.__name__}")
-        command.callback(**kwargs)
+        if not full:
+            kwargs.update({k: v for k, v in SMALL_SETTINGS.get(name, {}).items() if k in kwargs})
+        console.rule(f"gagavatar bench {name}")
+        _collected = []
+        try:
+            command.callback(**kwargs)
+        except Exception as e:  # noqa: BLE001 - one failing benchmark must not hide the others
+            console.print(f"[red]bench {name} failed: {type(e).__name__}: {e}[/red]")
+            _collected.append(("failed", ["error"], [[f"{type(e).__name__}: {e}"]]))
+        finally:
+            collected += [(name, *table) for table in _collected]
+            _collected = None
+            if affinity is not None:  # a benchmark may pin the process to a few cores
+                os.sched_setaffinity(0, affinity)
+            torch.set_num_threads(threads)
+    columns = ["benchmark", "table", "case", "results (ms, frames/s, MiB, ...)"]
+    rows = summary_rows(collected)
+    console.rule("summary")
+    print_table("gagavatar bench all" + (" (full settings)" if full else " (small settings)"), columns, rows)
+    if out:
+        lines = [f"# gagavatar bench all{' --full' if full else ''}", "", f"Machine: {machine_description()}", "",
+                 "| " + " | ".join(columns) + " |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+        from pathlib import Path
+
+        Path(out).write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {out}")

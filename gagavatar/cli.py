@@ -87,6 +87,37 @@ def synth(
                               n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
 
 
+@app.command()
+def track(
+    input: str = typer.Argument(..., help="an image, a folder of images (one video's frames), or a video file"),
+    out: str = typer.Option(..., "--out", help="dataset folder to write (docs/data-format.md)"),
+    head_model: str = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)"),
+    landmark_embedding: str = typer.Option(None, help="MediaPipe landmark embedding for --head-model "
+                                                      "(FLAME's mediapipe_landmark_embedding.npz)"),
+    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)"),
+    smooth: float = typer.Option(0.0, help="smooth head pose and eyes over time (0 off, 1 = reference smoothed.pkl)"),
+    reference_format: bool = typer.Option(False, help="also write optim.pkl, smoothed.pkl and img_lmdb "
+                                                      "as the reference tracker (GAGAvatar_track) lays them out"),
+    overlay: bool = typer.Option(True, help="write overlay.mp4 / overlay.jpg of the fitted mesh and landmarks"),
+):
+    """Track faces: landmarks, the reference's framing and matte, head model and camera per frame."""
+    from gagavatar.tracking.tracker import track as run_track
+
+    try:
+        head = None
+        if head_model is not None:
+            from gagavatar.head import HeadModel
+
+            head = HeadModel.load(head_model, landmark_embedding=landmark_embedding)
+        elif landmark_embedding is not None:
+            raise ValueError("--landmark-embedding belongs to --head-model; the bundled head has its own")
+        summary = run_track(input, out, head_model=head, size=size, smooth=smooth,
+                            reference_format=reference_format, overlay=overlay)
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo("\n".join(summary.lines()))
+
+
 def _fail(error: Exception) -> None:
     """Print a user error (bad input, missing file, wrong checkpoint) and exit 1, no traceback."""
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
@@ -174,6 +205,92 @@ def demo(out: str = typer.Option("demo", help="output folder"),
         commands.demo(out, checkpoint, head_model)
     except USER_ERRORS as e:
         _fail(e)
+
+
+@app.command("import-reference")
+def import_reference(
+    folder: str = typer.Argument(..., help="a GAGAvatar_track output folder (optim.pkl / smoothed.pkl + img_lmdb)"),
+    out: str = typer.Option(..., "--out", help="dataset folder to write (docs/data-format.md)"),
+    use: str = typer.Option("auto", help="which parameters: auto (smoothed.pkl if present), smoothed or optim"),
+    split: str = typer.Option("test", help="split of the videos (train, val, test) unless dataset.json says"),
+    frame_format: str = typer.Option("png", help="png (lossless copy of the crops) or jpg"),
+    head_model_name: str = typer.Option("flame2020", help="the head model the parameters belong to"),
+):
+    """Convert the reference tracker's output into this project's dataset format."""
+    from gagavatar.data.reference import import_reference as run_import
+
+    try:
+        infos = run_import(folder, out, use=use, split=split, frame_format=frame_format, head_model=head_model_name)
+    except USER_ERRORS as e:
+        _fail(e)
+    for info in infos:
+        typer.echo(f"{info.id}: {info.n_frames} frames ({info.width}x{info.height}, split {info.split})")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("app")
+def web_app(
+    host: str = typer.Option("127.0.0.1", help="address to serve on (0.0.0.0 for every interface)"),
+    port: int = typer.Option(7860, help="port to serve on"),
+    checkpoint: str = _CHECKPOINT,
+    head_model: str = _HEAD,
+    orbit_frames: int = typer.Option(48, help="frames of the novel-view orbit video"),
+):
+    """The web app: drop a photo and a driving video, get the animated avatar (works offline)."""
+    from gagavatar.app import serve
+
+    try:
+        serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
+@app.command("eval")
+def evaluate(
+    runs: list[str] = typer.Argument(None, help="with --compare: the checkpoints or run folders to put in one table"),
+    checkpoint: str = typer.Option(None, help="checkpoint (.safetensors, GAGAvatar.pt) or run folder to evaluate"),
+    compare: bool = typer.Option(False, "--compare", help="evaluate every RUN given as an argument, one row each"),
+    data: str = typer.Option(..., help="tracked dataset folder (docs/data-format.md)"),
+    out: str = typer.Option(..., help="report folder: report.md, metrics.json, grid.png"),
+    split: str = typer.Option("test", help="split with the held-out identities"),
+    cross_pairs: int = typer.Option(100, help="cross-reenactment pairs (0: none)"),
+    max_pairs: int = typer.Option(None, help="self-reenactment pairs at most (evenly spread; default all)"),
+    baselines: bool = typer.Option(False, help="add the rows 'copy source' and 'mean training image'"),
+    names: list[str] = typer.Option(None, help="row names for --compare (repeat, or comma-separated)"),
+    head_model: str = typer.Option(None, help="FLAME-format head model (default: the run's, else the bundled one)"),
+    lpips_weights: str = typer.Option(None, help="GAGAvatar.pt (or converted .safetensors) for LPIPS's AlexNet"),
+    size: int = typer.Option(None, help="evaluation image size (default: the first model's render size)"),
+    seed: int = typer.Option(0, help="seed of the cross-reenactment pairs"),
+    batch_size: int = typer.Option(8, help="frames rendered per call"),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+):
+    """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, CSIM, AED, APD, AKD) in the
+    paper's Table 1 layout, for one checkpoint or (--compare RUN_A RUN_B ...) several."""
+    from gagavatar.eval.evaluate import compare as run_compare
+    from gagavatar.eval.evaluate import evaluate as run_evaluate
+
+    options = dict(split=split, cross_pairs=cross_pairs, max_pairs=max_pairs, head_model=head_model,
+                   lpips_weights=lpips_weights, size=size, seed=seed, batch_size=batch_size, device=device)
+    names = [n for item in names or [] for n in item.split(",") if n]
+    try:
+        if compare or runs:
+            if checkpoint:
+                runs = [checkpoint] + list(runs or [])
+            if not runs:
+                raise ValueError("--compare needs the checkpoints or run folders as arguments: "
+                                 "gagavatar eval --compare RUN_A RUN_B ... --data DIR --out REPORT_DIR")
+            result = run_compare(runs, data, out, names=names or None, baselines=baselines, **options)
+        else:
+            if checkpoint is None and not baselines:
+                raise ValueError("give --checkpoint CKPT (or --compare RUN_A RUN_B ..., or --baselines alone)")
+            result = run_evaluate(checkpoint, data, out, baselines=baselines,
+                                  name=names[0] if names else None, **options)
+    except USER_ERRORS as e:
+        _fail(e)
+    from gagavatar.eval.report import table
+
+    typer.echo(table(result["rows"]))
+    typer.echo(f"wrote {out}/report.md, {out}/metrics.json, {out}/grid.png")
 
 
 def main() -> None:

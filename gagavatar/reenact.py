@@ -44,7 +44,8 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
     """A tracked video: read a tracked folder as it is, or track an image / video / image folder.
 
     ``path`` may be a dataset folder (its first video), one video folder of a dataset
-    (``video.json``), or raw input, which is tracked into ``workdir`` first.
+    (``video.json``), a GAGAvatar_track output folder (imported into ``workdir``, or a
+    new temporary folder), or raw input, which is tracked into ``workdir`` first.
     """
     path = Path(path)
     if not path.exists():
@@ -59,6 +60,15 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
 
         info = VideoInfo.from_dict(_read_json(path / VIDEO_FILE), str(path / VIDEO_FILE))
         return VideoRecord(path.parent, info)
+    from gagavatar.data.reference import import_reference, is_reference_folder
+
+    if is_reference_folder(path):  # checked after ours: `track --reference-format` writes both
+        import tempfile
+
+        out = Path(workdir) / path.name if workdir is not None else Path(tempfile.mkdtemp(prefix="gagavatar-ref-"))
+        import_reference(path, out)
+        return Dataset(out).videos[0]
+
     from gagavatar.tracking.tracker import track
 
     if workdir is None:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from gagavatar.train.losses import (GAGAvatarLoss, LossConfig, crop_boxes, expand_face_box,
-                                    nearest_squared_distance, psnr)
+                                    nearest_indices, nearest_squared_distance, psnr)
 
 
 def test_expand_face_box_is_a_square_inside_the_image():
@@ -26,7 +26,9 @@ def test_nearest_distance_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     q, p = torch.randn(2, 50, 3, generator=g), torch.randn(2, 777, 3, generator=g)
     expected = ((q[:, :, None] - p[:, None]) ** 2).sum(-1).min(-1).values
-    torch.testing.assert_close(nearest_squared_distance(q, p, chunk=100), expected)
+    torch.testing.assert_close(nearest_squared_distance(q, p), expected)  # k-d tree on CPU
+    brute = ((q[:, :, None] - p[:, None]) ** 2).sum(-1).argmin(-1)
+    torch.testing.assert_close(nearest_indices(q, p), brute)
     p.requires_grad_(True)
     nearest_squared_distance(q, p).sum().backward()
     assert (p.grad.abs().sum(-1) > 0).sum() <= 2 * 50  # only nearest points get gradient

@@ -120,8 +120,8 @@ def compare(out: RasterOutput, scene, width, height, background=None, atol=1e-9)
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Tiny work sizes, so a small scene spans many blocks and tile groups."""
-    monkeypatch.setattr(R, "_BLOCK", 3)
-    monkeypatch.setattr(R, "_CHUNK_PIXELS", 128)
+    monkeypatch.setattr(R, "_BLOCK", 4)
+    monkeypatch.setattr(R, "_CHUNK_PIXELS", 256)
 
 
 @pytest.mark.parametrize("seed,B,C,with_background", [(0, 2, 3, True), (1, 1, 1, False), (2, 1, 32, True),
@@ -161,6 +161,8 @@ def test_compositing_stops_at_the_transmittance_floor(small_blocks):
 def test_the_comparison_detects_wrong_rules(monkeypatch):
     """Each rule matters: changing one makes the renderer disagree with the reference."""
     scene = saturated_scene()
+    scene[3].fill_(1.0)  # opacity 1: alpha reaches the clamp near the centres
+    compare(rasterize(*scene, 24, 20, backend="torch"), scene, 24, 20)
     for name, value in [("T_MIN", 0.0), ("EPS2D", 0.0), ("ALPHA_MAX", 0.999)]:
         with monkeypatch.context() as patch:
             patch.setattr(R, name, value)

@@ -101,16 +101,20 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, f
        not skipped. Compositing stops at the first Gaussian that would bring
        the transmittance below 1e-4; that Gaussian is not added.
     6. image = sum_i w_i f_i + T_final * background, alpha = 1 - T_final,
-       depth = sum_i w_i t_z,i / alpha (the "expected depth"; 0 where alpha = 0).
+       depth = sum_i w_i t_z,i / alpha: the expected depth normalised by alpha
+       (gsplat's "ED" mode), 0 where alpha = 0.
 
     A Gaussian only touches the pixels in its box |d_x| <= r_x, |d_y| <= r_y with
     r = ceil(e sqrt(diag S)), e = min(3.33, sqrt(2 ln(255 opacity))) (gsplat's
-    opacity-aware bound). Outside it alpha < 1/255 whenever opacity <= 1, so the
-    bound only saves work and the result equals compositing all Gaussians.
+    opacity-aware bound), and the torch backend also skips the tiles where its
+    alpha >= 1/255 ellipse has no pixel centre. Outside the box alpha < 1/255
+    whenever opacity <= 1, so neither cut changes the result: it equals
+    compositing every Gaussian at every pixel.
 
-    gsplat itself clamps alpha at 0.999 rather than 0.99 and stops at T <= 1e-4;
-    the gsplat backend clamps opacities to 0.99 so both backends agree exactly
-    for opacities <= 0.99 (and within 0.01 in alpha above it).
+    gsplat (>= 1.5, which uses the same opacity-aware bound) clamps alpha at
+    0.999 rather than 0.99 and stops at T <= 1e-4; the gsplat backend clamps
+    opacities to 0.99 so both backends agree to float32 rounding for opacities
+    <= 0.99 (and within 0.01 in alpha above it).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -261,7 +265,7 @@ def _choose_tile(radius: Tensor) -> int:
     """Tile side: small tiles waste less work on small splats, large ones make fewer pairs."""
     if radius.numel() == 0:
         return 16
-    return 8 if float(radius.float().mean()) <= 8.0 else 16
+    return 8 if float(radius.amax(dim=-1).median()) <= 8.0 else 16
 
 
 def _tile_reached(params: Tensor, tx: Tensor, ty: Tensor, tile: int) -> Tensor:

@@ -18,8 +18,8 @@ The fit is a MAP estimate; with landmark errors in pixels of a 512 image
 (so the weights do not depend on the crop size) it minimises
 
     sum_t,l |project(landmark_l) - target_tl|^2 / sigma_l^2
-      + Gaussian priors on shape, expression, jaw and eyes
-      + sum over consecutive frames of |change of each unknown|^2 / step^2
+      + Gaussian priors on shape, expression, jaw, eyes and the camera distance
+      + sum over consecutive frames of |change of jaw, eyes, rotation, translation|^2 / step^2
 
 by Gauss-Newton with Levenberg-Marquardt damping: per-frame unknowns are
 solved jointly over the video (the temporal terms make the normal equations
@@ -49,7 +49,6 @@ R0 = (1.0, -1.0, -1.0)  # camera on the head's +z axis looking at it: x right, y
 PIXELS = 256.0  # normalised image units -> pixels of a 512 image
 
 
-
 @dataclass
 class FitConfig:
     """Noise levels and schedule of the fit; every term is (value / sigma)^2.
@@ -66,6 +65,7 @@ class FitConfig:
     oval_sigma: float = 4.0  # the face contour is less reliable than the inner points
     iris_sigma: float = 1.0  # the only evidence for gaze
     shape_sigma: float = 1.0
+    depth_sigma: float = 0.05  # camera distance, relative to where an average head would be
     shape_components: int = 100  # the first ones; landmarks say little about the rest
     expression_sigma: float = 2.0
     jaw_sigma: tuple[float, float, float] = (0.3, 0.05, 0.05)  # opening vs sideways / twisting
@@ -155,8 +155,13 @@ class _Problem:
     """
 
     def __init__(self, rig: LandmarkRig, targets: Tensor, inv_sigma: Tensor, link: Tensor, config: FitConfig,
-                 fit_shape: bool):
+                 fit_shape: bool, depth: Tensor):
         self.rig, self.targets, self.inv_sigma, self.link, self.c = rig, targets, inv_sigma, link, config
+        # Landmarks alone cannot tell a small head near the camera from a large one far
+        # away (focal 12 is nearly orthographic): the distance is held near that of an
+        # average head (depth [F], from PnP of the neutral head), which fixes the scale.
+        self.depth = depth.double()
+        self.depth_precision = 1.0 / (config.depth_sigma * self.depth) ** 2
         self.fit_shape = fit_shape
         E = rig.n_expression
         self.E, self.P = E, E + 15
@@ -185,6 +190,7 @@ class _Problem:
         total = total + ((q[1:] - q[:-1]).pow(2) * self.smooth * self.link[:, None]).sum()
         if self.anchor is not None:
             total = total + ((q[0] - self.anchor).pow(2) * self.smooth).sum()
+        total = total + ((th[:, -1] - self.depth).pow(2) * self.depth_precision).sum()
         if self.fit_shape:
             total = total + shape.double().pow(2).sum() / self.c.shape_sigma**2
         return total
@@ -241,6 +247,8 @@ class _Problem:
             g[0, E:] += self.smooth * (q[0] - self.anchor)
             diag[0] += self.smooth
         H[:, E:, E:] += torch.diag_embed(diag)
+        H[:, -1, -1] += self.depth_precision
+        g[:, -1] += self.depth_precision * (th[:, -1] - self.depth)
         H = H + damping * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2) + 1e-9)
         cols = [g[..., None]]
         if J_s is not None:
@@ -329,7 +337,7 @@ def _solve_window(prob: _Problem, theta: Tensor, shape: Tensor, iterations: int,
     for _ in range(iterations):
         d_theta, d_shape = prob.step(theta, shape, damping)
         new_cost = prob.cost(theta + d_theta, shape + d_shape)
-        if new_cost < cost:
+        if bool(torch.isfinite(new_cost)) and new_cost < cost:
             converged = cost - new_cost < config.tolerance * cost
             theta, shape, cost, damping = theta + d_theta, shape + d_shape, new_cost, max(damping / 3, 1e-7)
             if converged:
@@ -337,6 +345,18 @@ def _solve_window(prob: _Problem, theta: Tensor, shape: Tensor, iterations: int,
         else:
             damping *= 8
     return theta, shape
+
+
+def _rigid_start(rig: LandmarkRig, shape: Tensor, targets: Tensor) -> Tensor:
+    """theta [F,E+15]: neutral expression, jaw and eyes; the camera by PnP of the neutral head."""
+    E = rig.n_expression
+    neutral = rig(shape, torch.zeros(1, E), torch.zeros(1, 3), torch.zeros(1, 6))[0] * WORLD_SCALE
+    theta = torch.zeros(targets.shape[0], E + 15)
+    for i, t in enumerate(targets):
+        r0, t0 = initial_pose(neutral.double().numpy(), t.double().numpy())
+        theta[i, E + 9:E + 12] = torch.as_tensor(r0)
+        theta[i, E + 12:] = torch.as_tensor(t0)
+    return theta
 
 
 @contextmanager
@@ -377,28 +397,26 @@ def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config:
     S, E = rig.n_shape, rig.n_expression
     shape_t = torch.zeros(S) if shape is None else torch.as_tensor(np.asarray(shape)[:S], dtype=torch.float32)
     fit_shape = shape is None and config.fit_shape
-    with torch.no_grad():  # the neutral landmarks, for the PnP start
-        neutral = rig(shape_t, torch.zeros(1, E), torch.zeros(1, 3), torch.zeros(1, 6))[0] * WORLD_SCALE
-
     thetas, errors, fitted = [], [], []
     anchor = None
     with torch.no_grad(), _single_thread():
-        theta_all = torch.zeros(F, E + 15)
-        for i, t in enumerate(tgt_all):  # rigid start: PnP of the neutral head
-            r0, t0 = initial_pose(neutral.double().numpy(), t.double().numpy())
-            theta_all[i, E + 9:E + 12] = torch.as_tensor(r0)
-            theta_all[i, E + 12:] = torch.as_tensor(t0)
+        theta_all = _rigid_start(rig, torch.zeros_like(shape_t), tgt_all)
+        depth = theta_all[:, -1].clone()  # where an average head would be
+        if shape is not None:
+            theta_all = _rigid_start(rig, shape_t, tgt_all)
         if fit_shape and F:
             # 1. the identity, jointly with the unknowns of a few frames spread over the video
             keys = torch.linspace(0, F - 1, min(F, config.shape_frames)).round().long().unique()
             link = torch.as_tensor(np.diff(frame_index[keys.numpy()]) == 1, dtype=torch.float32)
-            prob = _Problem(rig, tgt_all[keys], inv_sigma, link, config, fit_shape=True)
+            prob = _Problem(rig, tgt_all[keys], inv_sigma, link, config, fit_shape=True, depth=depth[keys])
             theta_keys, shape_t = _solve_window(prob, theta_all[keys], shape_t, config.shape_iterations, config)
+            theta_all = _rigid_start(rig, shape_t, tgt_all)  # again, with this identity
             theta_all[keys] = theta_keys
         # 2. every frame with the identity fixed, window by window
         for start in range(0, F, config.max_frames):
             stop = min(F, start + config.max_frames)
-            prob = _Problem(rig, tgt_all[start:stop], inv_sigma, adjacent[start:stop - 1], config, fit_shape=False)
+            prob = _Problem(rig, tgt_all[start:stop], inv_sigma, adjacent[start:stop - 1], config, fit_shape=False,
+                            depth=depth[start:stop])
             prob.anchor = anchor
             theta, _ = _solve_window(prob, theta_all[start:stop], shape_t, config.iterations, config)
             uv = prob.landmarks(rig.neutral(shape_t), theta)

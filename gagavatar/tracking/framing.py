@@ -35,16 +35,17 @@ MESH = slice(0, 468)  # the face mesh without the iris points
 CHIN = 152
 FOREHEAD = 10
 EYE_OUTER = (33, 263)
+SEGMENT_SIZE = 256  # the selfie-segmentation model's own input size
 
 
 @dataclass(frozen=True)
 class FramingParams:
     """The landmark -> head-box mapping (module docstring). Defaults: calibrated values."""
 
-    gain: float = 1.184  # head-box size / (r^(1-W) h^W)
+    gain: float = 0.944  # head-box size / (r^(1-W) h^W)
     offset: tuple[float, float] = (-0.012, 0.0)  # head-box centre - landmark centroid, in head-box sizes
-    hair_ratio: float = 4.32  # median h / r
-    hair_weight: float = 0.75  # W: how much the hair-to-chin height counts against the face radius
+    hair_ratio: float = 4.34  # median h / r
+    hair_weight: float = 0.9  # W: how much the hair-to-chin height counts against the face radius
     hair_clamp: tuple[float, float] = (0.8, 1.25)  # h is kept within this band of hair_ratio * r
 
 
@@ -113,10 +114,10 @@ def ema(previous: np.ndarray | None, current: np.ndarray, alpha: float) -> np.nd
     return alpha * np.asarray(current, dtype=np.float64) + (1.0 - alpha) * previous
 
 
-def crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def crop(image: np.ndarray, box: np.ndarray, size: int, fast: bool = False) -> np.ndarray:
     """Crop ``box`` (xyxy, integer corners) from image [H, W, C] or [H, W], black outside
-    the image, and resize to size x size (bilinear, antialiased like the reference's
-    torchvision resize)."""
+    the image, and resize to size x size: bilinear and antialiased like the reference's
+    torchvision resize, or with ``fast`` OpenCV's pixel-area average (for analysis only)."""
     x0, y0, x1, y1 = (int(v) for v in box)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"empty crop box {list(box)}")
@@ -127,9 +128,27 @@ def crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
         canvas[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
     if canvas.shape[0] == size and canvas.shape[1] == size:
         return canvas
+    if fast:
+        import cv2
+
+        return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
     if canvas.dtype == np.float32:
         return np.asarray(Image.fromarray(canvas, mode="F").resize((size, size), Image.BILINEAR))
     return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
+
+
+def resample_crop(crop_image: np.ndarray, box: np.ndarray, new_box: np.ndarray, size: int) -> np.ndarray:
+    """A square crop of ``box`` (any side in pixels) -> the size x size crop of ``new_box``
+    (both xyxy in the same image), by bilinear resampling; outside ``box`` is zero."""
+    import cv2
+
+    n = crop_image.shape[0]
+    s = n / float(box[2] - box[0])  # crop pixels per image pixel
+    a = float(new_box[2] - new_box[0]) / size * s  # crop pixels per output pixel
+    M = np.array([[a, 0.0, (new_box[0] - box[0]) * s + 0.5 * a - 0.5],
+                  [0.0, a, (new_box[1] - box[1]) * s + 0.5 * a - 0.5]])
+    return cv2.warpAffine(crop_image, M, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def to_crop(landmarks: FaceLandmarks, box: np.ndarray, size: int) -> FaceLandmarks:
@@ -143,8 +162,9 @@ class Framed:
 
     image: [S, S, 3] uint8 crop composited on black; raw: the same crop unmatted;
     matte: [S, S] float32 in [0, 1]; crop_box: [4] xyxy in the input's pixels;
-    head_box: [4] the (smoothed) estimated head box, input pixels;
-    landmarks: the face's landmarks in the crop's pixels.
+    head_box: [4] the smoothed estimated head box and frame_head_box: this
+    frame's own estimate (input pixels); landmarks: the face's landmarks in the
+    crop's pixels.
     """
 
     image: np.ndarray
@@ -152,6 +172,7 @@ class Framed:
     matte: np.ndarray
     crop_box: np.ndarray
     head_box: np.ndarray
+    frame_head_box: np.ndarray
     landmarks: FaceLandmarks
 
 
@@ -162,41 +183,47 @@ class Framer:
     ``framer(image, landmarks)`` -> ``Framed``. The head box's moving average is
     causal, as in the reference, so frames are framed as they stream in.
     smoothing: the EMA weight of a new frame (0.03 = reference; 1 = no smoothing).
+    The matte is segmented at 256x256 (the model's own resolution) on the last
+    frame's crop, where the hair top is measured, and resampled to the new crop
+    (segmented again when the crop moved more than ``reuse_matte`` of its side).
     """
 
     segmenter: object
     size: int = 512
     smoothing: float = BOX_EMA
     params: FramingParams = field(default_factory=FramingParams)
+    reuse_matte: float = 0.02  # resample the last matte when the crop moved less than this x its side
     _box: np.ndarray | None = None
 
     def __call__(self, image: np.ndarray, landmarks: FaceLandmarks) -> Framed:
         # 1. segment a crop near where this frame's crop will be (the last crop of the
         #    video, or a landmark-only estimate), to see the top of the hair.
         measure = measure_face(landmarks)
-        if self._box is None:
-            region = expand_box(head_box(measure, self.params))
-        else:
-            region = expand_box(self._box)
-        raw = crop(image, region, self.size)
-        matte = self.segmenter(raw)
-        h = hair_to_chin(to_crop(landmarks, region, self.size), matte)
-        measure.hair_to_chin = None if h is None else h * float(region[2] - region[0]) / self.size
+        region = expand_box(head_box(measure, self.params) if self._box is None else self._box)
+        matte = self._segment(image, region)
+        h = hair_to_chin(to_crop(landmarks, region, SEGMENT_SIZE), matte)
+        measure.hair_to_chin = None if h is None else h * float(region[2] - region[0]) / SEGMENT_SIZE
         # 2. this frame's head box, smoothed over the video, grown to the crop.
-        self._box = ema(self._box, head_box(measure, self.params), self.smoothing)
+        frame_box = head_box(measure, self.params)
+        self._box = ema(self._box, frame_box, self.smoothing)
         box = expand_box(self._box)
-        if not np.array_equal(box, region):
-            raw = crop(image, box, self.size)
-            matte = self.segmenter(raw)
-        return Framed(composite_on_black(raw, matte), raw, matte, box, self._box.copy(),
+        if np.abs(box - region).max() > self.reuse_matte * float(region[2] - region[0]):
+            matte, region = self._segment(image, box), box  # moved a lot: segment the new crop
+        raw = crop(image, box, self.size)
+        matte = resample_crop(matte, region, box, self.size)
+        return Framed(composite_on_black(raw, matte), raw, matte, box, self._box.copy(), frame_box,
                       to_crop(landmarks, box, self.size))
+
+    def _segment(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Matte [SEGMENT_SIZE, SEGMENT_SIZE] of the square crop ``box``."""
+        return self.segmenter(crop(image, box, SEGMENT_SIZE, fast=True))
 
 
 # ---------------------------------------------------------------------------
 # Calibration against crops made by the reference tracker
 # ---------------------------------------------------------------------------
 
-def calibrate(measures: list[HeadMeasure], hair_weight: float = 0.75, scale: float = CROP_SCALE,
+def calibrate(measures: list[HeadMeasure], hair_weight: float = 0.9, scale: float = CROP_SCALE,
               hair_clamp=(0.8, 1.25)) -> FramingParams:
     """FramingParams from faces measured in reference crops (each crop is the whole image).
 

@@ -87,18 +87,45 @@ def load_reference_pickle(path: str | Path) -> dict:
             raise ValueError(f"{path}: not a tracking pickle of numpy arrays ({e})") from e
 
 
-class LmdbImageWriter:
-    """Writes the reference's ``img_lmdb``: key -> JPEG bytes of an RGB uint8 image."""
+def video_keys(keys, video: str) -> list[str]:
+    """The keys of one video ("{video}_{frame}") among ``keys``."""
+    prefix = f"{video}_"
+    return [k for k in keys if k.startswith(prefix) and k[len(prefix):].isdigit()]
 
-    def __init__(self, path: str | Path, max_images: int, size: int = 512):
+
+def merge_reference_pickle(path: str | Path, video: str, records: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Write one video's records into ``path``, keeping the other videos already there
+    (as the reference keeps many videos in one optim.pkl); the video's old keys go."""
+    path = Path(path)
+    merged = load_reference_pickle(path) if path.is_file() else {}
+    for k in video_keys(list(merged), video):
+        del merged[k]
+    merged.update(records)
+    return save_reference_pickle(path, merged)
+
+
+class LmdbImageWriter:
+    """Writes the reference's ``img_lmdb``: key -> JPEG bytes of an RGB uint8 image.
+
+    An existing database is added to; ``video``'s old images are removed first.
+    """
+
+    def __init__(self, path: str | Path, max_images: int, size: int = 512, video: str | None = None):
         import lmdb
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        # Enough address space for every image uncompressed; the file only grows as written.
-        map_size = max(max_images, 1) * (size * size * 3 + 4096) + (64 << 20)
+        existing = self.path / "data.mdb"
+        # Address space for every new image uncompressed plus what is there; the file
+        # only grows as written.
+        map_size = (max(max_images, 1) * (size * size * 3 + 4096) + (64 << 20)
+                    + (existing.stat().st_size if existing.is_file() else 0))
         self._env = lmdb.open(str(self.path), map_size=map_size)
         self._txn = self._env.begin(write=True)
+        if video is not None:
+            old = video_keys([k.decode() for k in self._txn.cursor().iternext(values=False)], video)
+            for k in old:
+                self._txn.delete(k.encode())
         self.keys: list[str] = []
 
     def add(self, key: str, image: np.ndarray) -> None:

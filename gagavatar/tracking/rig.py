@@ -32,18 +32,30 @@ from gagavatar.tracking.landmarks import LEFT_IRIS, N_LANDMARKS, RIGHT_IRIS, sal
 ROTATING_JOINTS = (2, 3, 4)  # FLAME: jaw, left eye, right eye (root and neck stay at zero)
 
 
+def _skew(v: Tensor) -> Tensor:
+    """[...,3] -> [...,3,3] cross-product matrices."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
+
+
 def rotation_jacobian(rotvec: Tensor) -> tuple[Tensor, Tensor]:
     """Rotation matrices R [B,3,3] of axis-angle vectors [B,3] and dR/d(rotvec_k) [B,3,3,3] (k first).
 
-    Exact at any angle (forward-mode differentiation of ``axis_angle_to_matrix``).
+    Gallego & Yezzi (2015): dR/dw_k = (w_k [w]x + [w x (I - R) e_k]x) R / |w|^2, in float64;
+    near zero the series [e_k]x + ([e_k]x [w]x + [w]x [e_k]x) / 2.
     """
-    import torch.autograd.forward_ad as fwAD
-
-    B = rotvec.shape[0]
-    with fwAD.dual_level():
-        tangent = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device).repeat_interleave(B, 0)
-        R, dR = fwAD.unpack_dual(axis_angle_to_matrix(fwAD.make_dual(rotvec.repeat(3, 1), tangent)))
-    return R[:B], dR.reshape(3, B, 3, 3).transpose(0, 1)
+    w = rotvec.double()
+    R = axis_angle_to_matrix(w)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device)
+    E = _skew(eye)  # [3,3,3]: [e_k]x
+    theta2 = (w * w).sum(-1)[:, None, None, None]  # [B,1,1,1]
+    W = _skew(w)[:, None]  # [B,1,3,3]
+    cross = torch.linalg.cross(w[:, None, :].expand(-1, 3, 3), ((eye - R) @ eye).transpose(1, 2), dim=-1)  # [B,k,3]
+    exact = (w[:, :, None, None] * W + _skew(cross)) @ R[:, None] / theta2.clamp_min(1e-30)
+    series = E[None] + 0.5 * (E[None] @ W + W @ E[None])
+    dR = torch.where(theta2 < 1e-10, series, exact)
+    return R.to(rotvec.dtype), dR.to(rotvec.dtype)
 
 
 def eye_pupils(head: HeadModel) -> dict[int, int] | None:
@@ -109,8 +121,11 @@ class LandmarkRig(torch.nn.Module):
         d = lambda t: t.detach().cpu().double()  # noqa: E731
         V = head.n_vertices
         # Every vertex quantity as [V, 3, K] columns: template (K=1), shape, expression, pose correctives.
+        posedirs = d(head.posedirs)
+        if posedirs.dim() == 2:  # [P, V*3] (vertex-major) -> FLAME's [V,3,P]
+            posedirs = posedirs.reshape(-1, V, 3).permute(1, 2, 0)
         columns = torch.cat([d(head.v_template)[..., None], d(head.shapedirs[..., :S]), d(head.exprdirs[..., :E]),
-                             d(head.posedirs).reshape(-1, V, 3).permute(1, 2, 0)], -1)  # [V,3,1+S+E+P]
+                             posedirs], -1)  # [V,3,1+S+E+P]
         blend = columns.clone()
         blend[..., 1 + S + E:] = 0  # joints come from the blend-shaped mesh, before pose correctives
         joints = torch.einsum("jv,vck->jck", d(head.J_regressor), blend)  # [J,3,K]

@@ -18,7 +18,8 @@ import torch
 from gagavatar import io as gio
 from gagavatar.data.format import VideoWriter, update_index
 from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
-from gagavatar.tracking import framing, reference_format, smoothing
+from gagavatar.tracking import framing, smoothing
+from gagavatar.tracking import reference_format as refmt
 from gagavatar.tracking.fitting import FitConfig, FitResult, fit_landmarks
 from gagavatar.tracking.landmarks import LandmarkDetector
 from gagavatar.tracking.matting import Segmenter
@@ -94,18 +95,20 @@ def _fill_invalid(values: np.ndarray, valid_idx: np.ndarray, n: int, default: np
 
 
 def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 512, smooth: float = 0.0,
-          reference_format_out: bool = False, video_id: str | None = None, split: str = "train",
+          reference_format: bool = False, video_id: str | None = None, split: str = "train",
           overlay: bool = True, frame_format: str = "jpg", fit_config: FitConfig | None = None,
-          box_smoothing: float | None = None, progress: bool = True) -> TrackSummary:
+          box_smoothing: float | None = None, max_frames: int | None = None,
+          progress: bool = True) -> TrackSummary:
     """Track ``input`` (image, folder of images, or video) into the dataset ``out_dir``.
 
     head_model: a ``HeadModel`` with a MediaPipe landmark embedding (default: the
     bundled synthetic head). size: side of the stored crops. smooth: strength of
     the pose/eye smoothing applied to the stored parameters (0 = none, 1 = the
-    reference's smoothed.pkl). reference_format_out: also write optim.pkl,
+    reference's smoothed.pkl). reference_format: also write optim.pkl,
     smoothed.pkl and img_lmdb into out_dir. box_smoothing: EMA weight of a new
     frame's head box (default: 0.03 for videos as the reference; 1, i.e. none,
     for images and folders, as the reference's frame-folder script).
+    max_frames: track only the first frames (a quick look at a long video).
     Frames without a face are kept (valid=False) and reported, not fatal.
     """
     from gagavatar.head import HeadModel
@@ -123,6 +126,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
                              f"({', '.join(gio.VIDEO_EXTENSIONS)}) file")
     fps = gio.video_info(source).fps if is_video else 25.0
     total = gio.video_info(source).n_frames if is_video else len(gio.frame_names(source) or [])
+    total = total if max_frames is None else min(total, max_frames)
     video_id = video_id or source.stem
     head = head_model if head_model is not None else HeadModel.default()
     config = fit_config or FitConfig()
@@ -137,26 +141,28 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
                             else (framing.BOX_EMA if is_video else 1.0))
     writer = VideoWriter(out_dir, video_id, identity=video_id, split=split, width=size, height=size,
                          head_model=_head_name(head), frame_format=frame_format, fps=fps, source=source.name)
-    lmdb = (reference_format.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size)
-            if reference_format_out else None)
+    lmdb = (refmt.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size, video=video_id)
+            if reference_format else None)
     crop_boxes, head_boxes, lmk_crop, n_faces, valid = [], [], [], [], []
     n = 0
     last_box = None
     bar = _progress(total or None, f"track {video_id}", progress)
     try:
         for frame in gio.iter_frames(source):
+            if max_frames is not None and n >= max_frames:
+                break
             t0 = time.perf_counter()
             lm = detector(frame)
             t1 = time.perf_counter()
             if lm is not None:
                 framed = framer(frame, lm)
                 raw, matte, box = framed.raw, framed.matte, framed.crop_box
-                this_head = framing.head_box(framing.measure_face(lm), framer.params)  # unsmoothed, as reference bbox
-                head_boxes.append((this_head - np.tile(box[:2], 2)) / (box[2] - box[0]))
+                # the reference's bbox: this frame's head box in the crop, / crop size
+                head_boxes.append((framed.frame_head_box - np.tile(box[:2], 2)) / (box[2] - box[0]))
                 lmk_crop.append(framed.landmarks.points)
                 last_box = box
                 if lmdb is not None:
-                    lmdb.add(reference_format.reference_key(video_id, int(sum(valid))), framed.image)
+                    lmdb.add(refmt.reference_key(video_id, int(sum(valid))), framed.image)
             else:
                 box = _fallback_box(frame.shape, last_box)
                 raw = framing.crop(frame, box, size)
@@ -218,7 +224,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     if lmdb is not None:
         lmdb.close()
         summary.reference_files.append(out_dir / "img_lmdb")
-    if reference_format_out and fit is not None:
+    if reference_format and fit is not None:
         summary.reference_files += _write_reference(out_dir, video_id, fit, params, valid_idx, smooth)
 
     # ---- 5. overlay for a person to check
@@ -294,19 +300,20 @@ def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_bo
 
 
 def _write_reference(out_dir: Path, video_id: str, fit: FitResult, params: dict, valid_idx, smooth: float):
-    """optim.pkl (the fit) and smoothed.pkl (reference smoothing x max(smooth, 1)) over the tracked frames."""
+    """optim.pkl (the fit) and smoothed.pkl (the reference's smoothing, times ``smooth`` when given)
+    over the tracked frames, numbered 0, 1, ... as the reference numbers them; other videos kept."""
     bbox = params["bbox"][valid_idx]
     strength = smooth if smooth > 0 else 1.0
     smoothed_transform, smoothed_eyes = smoothing.smooth_track(fit.transform, fit.eye_pose, strength)
     optim, smoothed = {}, {}
     for k in range(len(valid_idx)):
-        key = reference_format.reference_key(video_id, k)
-        optim[key] = reference_format.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k], fit.eye_pose[k],
-                                                  fit.transform[k], bbox[k])
-        smoothed[key] = reference_format.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k],
-                                                     smoothed_eyes[k], smoothed_transform[k], bbox[k])
-    return [reference_format.save_reference_pickle(out_dir / "optim.pkl", optim),
-            reference_format.save_reference_pickle(out_dir / "smoothed.pkl", smoothed)]
+        key = refmt.reference_key(video_id, k)
+        optim[key] = refmt.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k], fit.eye_pose[k],
+                                       fit.transform[k], bbox[k])
+        smoothed[key] = refmt.make_record(fit.shape, fit.expression[k], fit.jaw_pose[k], smoothed_eyes[k],
+                                          smoothed_transform[k], bbox[k])
+    return [refmt.merge_reference_pickle(out_dir / "optim.pkl", video_id, optim),
+            refmt.merge_reference_pickle(out_dir / "smoothed.pkl", video_id, smoothed)]
 
 
 def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: float, as_video: bool,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,21 +53,32 @@ def crop_boxes(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     return torch.cat(crops)
 
 
-def nearest_squared_distance(queries: Tensor, points: Tensor, chunk: int = 8192) -> Tensor:
-    """Squared distance [B,V] from each query [B,V,3] to its nearest point [B,N,3].
+def nearest_indices(queries: Tensor, points: Tensor, chunk: int = 8192) -> Tensor:
+    """Index [B,V] of the nearest point [B,N,3] to each query [B,V,3] (exact, no gradients).
 
-    The nearest point is found without gradients (chunked over points, so memory
-    stays at B*V*chunk); the distance to it is then differentiable in both sets.
+    CPU: a k-d tree per batch element (milliseconds for 5,023 x 175,232, like the
+    reference's faiss index); CUDA: brute force in chunks of points.
     """
-    with torch.no_grad():
-        best = torch.full(queries.shape[:2], float("inf"), device=queries.device, dtype=queries.dtype)
-        index = torch.zeros(queries.shape[:2], dtype=torch.long, device=queries.device)
-        for start in range(0, points.shape[1], chunk):
-            d = torch.cdist(queries, points[:, start:start + chunk]).square()
-            value, arg = d.min(dim=-1)
-            better = value < best
-            best = torch.where(better, value, best)
-            index = torch.where(better, arg + start, index)
+    q, p = queries.detach(), points.detach()
+    if q.device.type == "cpu":
+        from scipy.spatial import cKDTree
+
+        idx = [cKDTree(pb.double().numpy()).query(qb.double().numpy(), k=1)[1] for qb, pb in zip(q, p)]
+        return torch.as_tensor(np.stack(idx), dtype=torch.long)
+    best = torch.full(q.shape[:2], float("inf"), device=q.device, dtype=q.dtype)
+    index = torch.zeros(q.shape[:2], dtype=torch.long, device=q.device)
+    for start in range(0, p.shape[1], chunk):
+        value, arg = torch.cdist(q, p[:, start:start + chunk]).min(dim=-1)
+        better = value < best
+        best = torch.where(better, value, best)
+        index = torch.where(better, arg + start, index)
+    return index
+
+
+def nearest_squared_distance(queries: Tensor, points: Tensor) -> Tensor:
+    """Squared distance [B,V] from each query [B,V,3] to its nearest point [B,N,3],
+    differentiable in both (the nearest point is chosen without gradients)."""
+    index = nearest_indices(queries, points)
     nearest = torch.gather(points, 1, index[..., None].expand(-1, -1, 3))
     return (queries - nearest).square().sum(-1)
 

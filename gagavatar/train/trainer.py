@@ -48,6 +48,7 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/tiny"
     preset: str = "tiny"
+    model: dict = field(default_factory=dict)  # model-config fields overriding the preset's
     ablations: tuple[str, ...] = ()
     max_steps: int = 200_000
     batch_size: int = 8
@@ -128,7 +129,7 @@ def load_perceptual(path: str | None):
 def build_model(cfg: TrainConfig, n_vertices: int):
     from gagavatar.model import create_model
 
-    overrides = {"n_vertices": n_vertices}
+    overrides = {**cfg.model, "n_vertices": n_vertices}
     for name in cfg.ablations:
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")

@@ -1,0 +1,405 @@
+"""The web app (``gagavatar app``): drop a photo and a driving video, get the animated avatar.
+
+    gagavatar app [--host 127.0.0.1] [--port 7860] [--checkpoint CKPT] [--head-model FILE]
+
+The page tracks the photo and the driver, shows the tracked crop with its fitted
+mesh, the reenacted video beside the driver, an orbit around the avatar, and
+offers the mp4s and a PLY of the Gaussians to download. ``Studio.run`` is the
+same pipeline without the page (tests and scripts call it).
+
+Offline by construction: this module turns Gradio's analytics, version check and
+Hugging Face telemetry off before Gradio is imported, the page's fonts are
+Gradio's bundled ones served by the app itself, and every video is an H.264 /
+yuv420p mp4 written by ``gagavatar.io.write_video`` (Gradio never re-encodes it).
+"""
+from __future__ import annotations
+
+import os
+
+# Before gradio (or huggingface_hub) is imported anywhere: nothing may call home.
+OFFLINE_ENV = {
+    "GRADIO_ANALYTICS_ENABLED": "False",  # also skips Gradio's version check at start
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "GRADIO_SHARE": "False",
+    "DO_NOT_TRACK": "1",
+}
+os.environ.update(OFFLINE_ENV)
+
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from gagavatar import io as gio  # noqa: E402
+from gagavatar.reenact import (  # noqa: E402
+    TRANSFER_MODES, Animator, MotionControls, bundled, drive_parameters, load_tracked, orbit_cameras,
+)
+from gagavatar.render.cameras import Camera, reference_to_viewmat  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEMO_CLIPS = "demo/clips"  # bundled tracked clips: videos "source" and "driver"
+RUN_MAX_AGE_S = 3600.0     # run folders older than this are removed when a new run starts
+
+
+class AppError(ValueError):
+    """Something the person using the page can fix; the message says what."""
+
+
+# --------------------------------------------------------------------------- inputs
+def parse_color(value) -> tuple[float, float, float]:
+    """A colour as RGB floats in [0, 1] from "#rrggbb", "rgb(r, g, b)", "rgba(r, g, b, a)",
+    "R,G,B" (0-255, or 0-1 when all <= 1) or a sequence of three numbers."""
+    if value is None or value == "":
+        return (0.0, 0.0, 0.0)
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s.startswith("#") and len(s) in (4, 7):
+            h = s[1:] if len(s) == 7 else "".join(c * 2 for c in s[1:])
+            try:
+                return tuple(int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+            except ValueError:
+                pass
+        else:
+            s = s.removeprefix("rgba").removeprefix("rgb").strip("() ")
+            try:
+                parts = [float(p) for p in s.split(",")][:3]
+            except ValueError:
+                parts = []
+            if len(parts) == 3:
+                value = parts
+    if not isinstance(value, str):
+        c = np.asarray(value, float).reshape(-1)
+        if c.size == 3 and np.all((c >= 0) & (c <= 255)):
+            return tuple(float(x) for x in (c if c.max() <= 1.0 else c / 255.0))
+    raise AppError(f"background {value!r}: give a colour as #rrggbb or R,G,B (0-255)")
+
+
+def _safe_extract(archive: Path, dest: Path) -> Path:
+    """Unzip ``archive`` into ``dest`` (refusing paths that leave it); the one top folder if there is one."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            root = dest.resolve()
+            for member in z.namelist():
+                if not (root / member).resolve().is_relative_to(root):
+                    raise AppError(f"{archive.name}: the archive holds a path outside itself ({member!r})")
+            z.extractall(dest)
+    except zipfile.BadZipFile as e:
+        raise AppError(f"{archive.name}: not a readable zip archive ({e})") from e
+    entries = [p for p in dest.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def driver_input(files, workdir: Path) -> Path:
+    """What the driver upload is: one video, one image, several images (in name order,
+    as a folder), or a .zip of a tracked folder (ours or GAGAvatar_track's)."""
+    paths = [Path(getattr(f, "name", f)) for f in (files if isinstance(files, (list, tuple)) else [files]) if f]
+    if not paths:
+        raise AppError("no driver: upload a driving video (or images, or a .zip of a tracked folder)")
+    if len(paths) == 1:
+        path = paths[0]
+        if path.suffix.lower() == ".zip":
+            return _safe_extract(path, workdir / "driver_zip")
+        if gio.is_video(path) or gio.is_image(path):
+            return path
+        raise AppError(f"{path.name}: not a video ({', '.join(gio.VIDEO_EXTENSIONS)}), an image, or a .zip "
+                       f"of a tracked folder")
+    not_images = [p.name for p in paths if not gio.is_image(p)]
+    if not_images:
+        raise AppError(f"several files were uploaded as the driver, but {not_images} are not images: upload one "
+                       f"video, or images only")
+    folder = workdir / "driver_images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(paths):  # keep the names (natural order) but never let two collide
+        shutil.copy(p, folder / (p.name if not (folder / p.name).exists() else f"{i:06d}_{p.name}"))
+    return folder
+
+
+def _clear_message(error: Exception, hide=()) -> str:
+    """The error as one line a person understands (no face / unreadable file / wrong checkpoint);
+    the folders in ``hide`` (where uploads were put) are cut from the paths it names."""
+    from gagavatar.model import CheckpointError
+
+    text = str(error).strip() or type(error).__name__
+    for folder in sorted({str(h) for h in hide}, key=len, reverse=True):
+        text = text.replace(folder.rstrip("/") + "/", "")
+    if isinstance(error, CheckpointError):
+        return f"Wrong checkpoint: {text}"
+    if "no face" in text.lower() or "without a face" in text.lower() or "has no tracked face" in text.lower():
+        return f"No face found: {text}"
+    if isinstance(error, gio.InputError) or "cannot read" in text.lower() or "cannot open" in text.lower() \
+            or "cannot decode" in text.lower():
+        return f"Unreadable file: {text}"
+    return text
+
+
+# --------------------------------------------------------------------------- pipeline
+@dataclass
+class RunOutputs:
+    overlay: Path        # PNG: the tracked source crop | the crop with the fitted mesh
+    side_by_side: Path   # mp4: driver crop | avatar
+    reenacted: Path      # mp4: the avatar alone
+    orbit: Path          # mp4: novel views around the avatar
+    ply: Path            # the avatar's Gaussians (3DGS PLY)
+    n_frames: int
+    n_repeated: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        lines = [f"Done: {self.n_frames} frames in {self.seconds:.1f} s."] + self.notes
+        if self.n_repeated:
+            lines.append(f"{self.n_repeated} driver frame(s) had no face and repeat the last good one.")
+        return "\n\n".join(lines)
+
+
+def mesh_overlay(animator: Animator, video, frame: int) -> np.ndarray:
+    """[H, 2W, 3] uint8: the tracked crop, and the crop with the fitted head mesh drawn over it."""
+    from gagavatar.tracking.overlay import overlay_frame
+
+    p = video.params
+    params = {k: np.asarray(v)[None] for k, v in p.frame(frame).items() if np.ndim(v) >= 1}
+    verts = animator.vertices(params, slice(0, 1), scale=p.scale)[0].double().cpu()
+    view = reference_to_viewmat(torch.from_numpy(np.asarray(p["transform"][frame], np.float64))[None])[0]
+    verts_cam = (verts @ view[:3, :3].T + view[:3, 3]).numpy()
+    faces = animator.head.faces.cpu().numpy()
+    return overlay_frame(video.frame(frame), verts_cam, np.asarray(p["K"][frame], np.float64), faces, None, None)
+
+
+class Studio:
+    """The model (loaded once, on first use) and the whole pipeline of one run."""
+
+    def __init__(self, checkpoint=None, head_model=None, device: str | None = None, orbit_frames: int = 48,
+                 root: str | Path | None = None):
+        self.checkpoint, self.head_model = checkpoint, head_model
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.orbit_frames = orbit_frames
+        self.root = Path(root) if root else Path(tempfile.gettempdir()) / "gagavatar-app"
+        self._animator: Animator | None = None
+
+    def animator(self) -> Animator:
+        if self._animator is None:
+            self._animator = Animator.from_checkpoint(self.checkpoint, self.head_model, device=self.device)
+        return self._animator
+
+    def _new_run_dir(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for old in self.root.glob("run-*"):
+            if time.time() - old.stat().st_mtime > RUN_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+
+    def run(self, source, driver, controls: MotionControls | None = None, background=(0.0, 0.0, 0.0),
+            progress=None) -> RunOutputs:
+        """source: a photo (or tracked folder); driver: a video, image, image folder or tracked
+        folder (``driver_input`` maps uploads to one). progress(fraction, text) is called on the way."""
+        t0 = time.perf_counter()
+        say = progress or (lambda fraction, text: None)
+        run_dir = self._new_run_dir()
+        work = run_dir / "work"
+        say(0.02, "loading the model")
+        animator = self.animator()
+        say(0.08, "tracking the source photo")
+        src = load_tracked(source, work / "source", animator.head)
+        valid = np.flatnonzero(src.params["valid"])
+        if valid.size == 0:
+            raise AppError(f"no face found in the source {Path(source).name}: use a photo that shows a face")
+        frame = int(valid[0])
+        say(0.2, "tracking the driver")
+        drv = load_tracked(driver, work / "driver", animator.head)
+        motion = drive_parameters(src.params.frame(frame), drv.params, controls)
+
+        say(0.35, "reconstructing the avatar")
+        overlay = run_dir / "tracked_source.png"
+        Image.fromarray(mesh_overlay(animator, src, frame)).save(overlay)
+        # The network sees the source on black, as it was trained; the chosen colour is the render background.
+        animator.background = (0.0, 0.0, 0.0)
+        avatar = animator.reconstruct(src, frame)
+        animator.background = tuple(float(c) for c in background)
+
+        size, n = animator.size, drv.n_frames
+        avatar_frames, pairs = [], []
+        for i, image in enumerate(animator.render(avatar, motion)):
+            driver_crop = np.asarray(Image.fromarray(drv.frame(i)).resize((size, size), Image.BILINEAR))
+            avatar_frames.append(image)
+            pairs.append(np.concatenate([driver_crop, image], axis=1))
+            say(0.4 + 0.4 * (i + 1) / n, f"rendering frame {i + 1}/{n}")
+        fps = drv.info.fps
+        side_by_side = gio.write_video(run_dir / "reenact_side_by_side.mp4", pairs, fps=fps)
+        reenacted = gio.write_video(run_dir / "reenact.mp4", avatar_frames, fps=fps)
+
+        say(0.82, "rendering the novel views")
+        params = {k: np.repeat(np.asarray(v)[None], self.orbit_frames, 0)
+                  for k, v in src.params.frame(frame).items() if np.ndim(v) >= 1}
+        camera = Camera.from_reference(torch.from_numpy(src.params["transform"][frame].copy())[None], size)
+        orbit = gio.write_video(run_dir / "novel_views.mp4",
+                                animator.render(avatar, params, cameras=orbit_cameras(camera, self.orbit_frames)),
+                                fps=25)
+
+        say(0.95, "writing the PLY")
+        from gagavatar.export import avatar_to_ply
+
+        ply = avatar_to_ply(run_dir / "avatar.ply", avatar, animator.vertices(
+            {k: v[:1] for k, v in params.items()}, slice(0, 1), scale=src.params.scale))
+        shutil.rmtree(work, ignore_errors=True)
+        say(1.0, "done")
+        notes = [] if src.params["valid"].all() else [f"The source has frames without a face; frame {frame} is used."]
+        return RunOutputs(overlay, side_by_side, reenacted, orbit, Path(ply), n, int(motion["repeated"].sum()),
+                          time.perf_counter() - t0, notes)
+
+
+def example_inputs(folder: Path) -> tuple[Path, Path] | None:
+    """The bundled example as files a person could upload: the source photo (PNG) and the
+    driving clip (mp4), written once into ``folder``; None when the clips are not installed."""
+    from gagavatar.data.format import Dataset, DatasetError
+
+    clips = bundled(DEMO_CLIPS)
+    try:
+        videos = {v.id: v for v in Dataset(clips).videos}
+        source, driver = videos["source"], videos["driver"]
+    except (DatasetError, KeyError, OSError) as e:
+        log.info("no bundled example (%s)", e)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    photo, clip = folder / "example_photo.png", folder / "example_driver.mp4"
+    if not photo.is_file():
+        Image.fromarray(source.frame(0)).save(photo)
+    if not clip.is_file():
+        gio.write_video(clip, (driver.frame(i) for i in range(driver.n_frames)), fps=driver.info.fps)
+    return photo, clip
+
+
+# --------------------------------------------------------------------------- page
+INTRO = """# GAGAvatar
+One photo in, an animatable 3D Gaussian head out. Drop a **photo** and a **driving video**
+(or a few images), choose what to transfer, press **Animate**. Everything runs on this machine."""
+
+
+def build_app(studio: Studio, startup_error: str | None = None):
+    """The Gradio page around ``studio`` (a ``gr.Blocks``; ``serve`` launches it)."""
+    import gradio as gr
+
+    def uploads(files) -> list[Path]:
+        return [Path(getattr(f, "name", f)) for f in (files if isinstance(files, (list, tuple)) else [files]) if f]
+
+    def source_path(files) -> Path | None:
+        paths = uploads(files)
+        return paths[0] if paths else None
+
+    def preview(files):
+        """Show the uploaded photo, or say why it cannot be used."""
+        path = source_path(files)
+        if path is None or path.suffix.lower() == ".zip":
+            return None, ""
+        try:
+            gio.read_image(path)
+        except gio.InputError as e:
+            return None, f"**{_clear_message(e, [path.parent])}**"
+        return str(path), ""
+
+    def animate(source_files, driver_files, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize,
+                background, progress=gr.Progress()):
+        hide = [p.parent for p in uploads(source_files) + uploads(driver_files)]
+        try:
+            source = source_path(source_files)
+            if source is None:
+                raise AppError("no source: upload a photo of a face")
+            controls = MotionControls(transfer=transfer, relative=bool(relative),
+                                      expression_scale=float(expression_scale), jaw_scale=float(jaw_scale),
+                                      eye_scale=float(eye_scale), stabilize=float(stabilize))
+            color = parse_color(background)
+            with tempfile.TemporaryDirectory(prefix="gagavatar-upload-") as tmp:
+                hide.append(Path(tmp))
+                if source.suffix.lower() == ".zip":
+                    source = _safe_extract(source, Path(tmp) / "source_zip")
+                elif not gio.is_image(source):
+                    raise gio.InputError(f"{source.name}: the source must be a photo "
+                                         f"({', '.join(gio.IMAGE_EXTENSIONS)}) or a .zip of a tracked folder")
+                driver = driver_input(driver_files, Path(tmp))
+                out = studio.run(source, driver, controls, color,
+                                 progress=lambda fraction, text: progress(fraction, desc=text))
+        except Exception as e:  # every failure a person can fix becomes a message in the page
+            if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError)):
+                raise
+            log.warning("run failed: %s", e)
+            raise gr.Error(_clear_message(e, hide + [studio.root]), duration=None, title="Could not animate") from None
+        return (str(out.overlay), str(out.side_by_side), str(out.orbit),
+                [str(out.reenacted), str(out.orbit), str(out.ply)], out.message())
+
+    with gr.Blocks(title="GAGAvatar", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(INTRO)
+        if startup_error:
+            gr.Markdown(f"**The model could not be loaded.** {startup_error}", elem_id="startup-error")
+        with gr.Row():
+            with gr.Column(scale=2):
+                with gr.Row():
+                    source = gr.File(label="Source photo (or tracked .zip)", file_count="single",
+                                     elem_id="source", height=140)
+                    source_preview = gr.Image(label="Source", type="filepath", interactive=False, height=140,
+                                              elem_id="source-preview")
+                driver = gr.File(label="Driving video (or images, or a .zip of a tracked folder)",
+                                 file_count="multiple", elem_id="driver", height=140)
+                with gr.Accordion("Motion controls", open=True):
+                    transfer = gr.Radio(list(TRANSFER_MODES), value="all", label="Transfer",
+                                        info="expression: keep the source's head pose; pose: keep its expression")
+                    relative = gr.Checkbox(False, label="Relative motion (to the driver's first frame)")
+                    with gr.Row():
+                        expression_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Expression scale")
+                        jaw_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Jaw scale")
+                        eye_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="Eye scale")
+                    stabilize = gr.Slider(0, 3, value=0.0, step=0.1, label="Stabilize head pose and eyes",
+                                          info="0 off, 1 = the reference tracker's smoothing")
+                    background = gr.ColorPicker("#000000", label="Background (render and matte)")
+                run = gr.Button("Animate", variant="primary", elem_id="run")
+                examples_slot = gr.Column()
+            with gr.Column(scale=3):
+                status = gr.Markdown("", elem_id="status")
+                overlay = gr.Image(label="Tracked source (crop | fitted mesh)", type="filepath", interactive=False,
+                                   height=260, elem_id="overlay")
+                with gr.Row():
+                    result = gr.Video(label="Driver | avatar", interactive=False, autoplay=True, loop=True,
+                                      height=260, elem_id="result")
+                    orbit = gr.Video(label="Novel views", interactive=False, autoplay=True, loop=True, height=260,
+                                     elem_id="orbit")
+                downloads = gr.File(label="Downloads (mp4, PLY)", file_count="multiple", interactive=False,
+                                    elem_id="downloads")
+        source.change(preview, source, [source_preview, status], queue=False, show_progress="hidden",
+                      api_visibility="private")
+        inputs = [source, driver, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize, background]
+        outputs = [overlay, result, orbit, downloads, status]
+        run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1)
+
+        example = example_inputs(studio.root / "examples")
+        if example is not None:
+            with examples_slot:
+                ex = gr.Examples([[str(example[0]), [str(example[1])]]], inputs=[source, driver],
+                                 label="Bundled example (one click)", cache_examples=False)
+                ex.load_input_event.then(animate, inputs, outputs, concurrency_limit=1, api_visibility="private")
+    return demo
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model=None, device=None,
+          orbit_frames: int = 48, block: bool = True):
+    """Load the model and serve the page on http://host:port/ (blocks until stopped unless ``block=False``)."""
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    studio = Studio(checkpoint, head_model, device, orbit_frames)
+    startup_error = None
+    try:
+        studio.animator()
+    except (ValueError, OSError, KeyError, RuntimeError) as e:  # shown in the page, and on every run
+        startup_error = _clear_message(e)
+        log.error("%s", startup_error)
+    demo = build_app(studio, startup_error)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True,
+                prevent_thread_lock=not block, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False)
+    return demo

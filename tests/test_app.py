@@ -1,0 +1,329 @@
+"""The web app end to end (a real headless Chromium, and gradio_client), and the motion controls.
+
+The browser is Debian's /usr/bin/chromium driven by Playwright for Python (never a
+browser download); the test skips, saying why, where it is not installed.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gagavatar import io as gio
+from gagavatar.reenact import MOTION_KEYS, Animator, MotionControls, bundled, drive_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = ROOT / "docs" / "images" / "app.png"
+
+
+# --------------------------------------------------------------------------- data
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Two synthetic people, one 6-frame video each: id00000 (near frontal, tracks well), id00001 (turns)."""
+    from gagavatar.data import Dataset
+    from gagavatar.synthetic.video import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, SynthConfig(identities=2, videos_per_identity=1, frames=6, size=128, seed=0,
+                               splits=(1.0, 0.0, 0.0), accessories=False, workers=1))
+    return {v.id: v for v in Dataset(root).videos}
+
+
+@pytest.fixture(scope="module")
+def media(synth, tmp_path_factory):
+    """Files a person would upload: a photo, a 6-frame driving clip, a photo without a face, a broken file."""
+    folder = tmp_path_factory.mktemp("media")
+    video = synth["id00000_v00"]
+    Image.fromarray(video.frame(0)).save(folder / "photo.png")
+    gio.write_video(folder / "clip.mp4", [video.frame(i) for i in range(video.n_frames)], fps=25)
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(folder / "blank.png")
+    (folder / "broken.png").write_bytes(b"this is not a PNG" * 8)
+    return {"photo": folder / "photo.png", "clip": folder / "clip.mp4", "blank": folder / "blank.png",
+            "broken": folder / "broken.png", "n_frames": video.n_frames}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The bundled tiny model when installed, else a fresh (untrained) tiny network."""
+    from gagavatar.model import create_model, save
+    from gagavatar.reenact import DEFAULT_CHECKPOINT
+
+    if bundled(DEFAULT_CHECKPOINT).is_file():
+        return bundled(DEFAULT_CHECKPOINT)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save(create_model("tiny"), path)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """`gagavatar app` on a free loopback port, as a user starts it."""
+    tmp = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp / "gradio"), TMPDIR=str(tmp))
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "gagavatar", "app", "--port", str(port), "--checkpoint",
+                             str(checkpoint), "--orbit-frames", "8"], cwd=tmp, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the app did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield {"url": url, "port": port, "log": tmp / "server.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _count_frames(path) -> int:
+    import imageio.v2 as iio
+
+    reader = iio.get_reader(path, "ffmpeg")
+    try:
+        assert reader.get_meta_data()["codec"] == "h264"
+        return sum(1 for _ in reader)
+    finally:
+        reader.close()
+
+
+# --------------------------------------------------------------------------- the app
+def test_the_app_turns_telemetry_off_itself():
+    import gagavatar.app  # noqa: F401
+    from gradio import analytics
+
+    assert not analytics.analytics_enabled()
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1" and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_parse_color():
+    from gagavatar.app import AppError, parse_color
+
+    assert parse_color("#ff8000") == (1.0, 128 / 255, 0.0)
+    assert parse_color("#fff") == (1.0, 1.0, 1.0)
+    assert parse_color("0,255,51") == (0.0, 1.0, 0.2)
+    assert parse_color("rgba(255, 0, 0, 1)") == (1.0, 0.0, 0.0)
+    assert parse_color("0.5,0.5,0.5") == (0.5, 0.5, 0.5)
+    with pytest.raises(AppError, match="#rrggbb"):
+        parse_color("blue-ish")
+
+
+def test_driver_uploads(tmp_path, media):
+    from gagavatar.app import AppError, driver_input
+
+    assert driver_input([str(media["clip"])], tmp_path) == media["clip"]
+    folder = driver_input([str(media["photo"]), str(media["blank"])], tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["blank.png", "photo.png"]
+    with zipfile.ZipFile(tmp_path / "tracked.zip", "w") as z:
+        z.writestr("tracked/index.json", "{}")
+    assert driver_input([str(tmp_path / "tracked.zip")], tmp_path / "a") == tmp_path / "a" / "driver_zip" / "tracked"
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("../../outside.txt", "x")
+    with pytest.raises(AppError, match="outside"):
+        driver_input([str(tmp_path / "evil.zip")], tmp_path / "b")
+    with pytest.raises(AppError, match="not images"):
+        driver_input([str(media["clip"]), str(media["photo"])], tmp_path)
+    with pytest.raises(AppError, match="no driver"):
+        driver_input([], tmp_path)
+
+
+def test_wrong_checkpoint_is_named(tmp_path, media):
+    from gagavatar.app import Studio, _clear_message
+    from gagavatar.model import CheckpointError, create_model, save
+
+    save(create_model("tiny", n_vertices=1000), tmp_path / "other_head.safetensors")
+    with pytest.raises(CheckpointError) as e:
+        Studio(tmp_path / "other_head.safetensors", root=tmp_path / "runs").run(media["photo"], media["clip"])
+    message = _clear_message(e.value)
+    assert message.startswith("Wrong checkpoint:") and "1000 vertices" in message
+
+
+def test_app_in_headless_chromium(server, media):
+    """Upload a photo and a clip, press Animate, get the video; the page talks to nobody but the app."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; `make install` adds it with apt-get)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(server["url"], wait_until="networkidle")
+            page.locator("#source input[type=file]").set_input_files(str(media["photo"]))
+            page.locator("#driver input[type=file]").set_input_files(str(media["clip"]))
+            page.locator("#source-preview img").wait_for(timeout=30_000)
+            page.locator("#driver td.filename[aria-label='clip.mp4']").wait_for(timeout=30_000)
+            page.locator("#run").click()
+            video = page.locator("#result video")
+            video.wait_for(timeout=240_000)
+            page.locator("#downloads td.filename[aria-label='avatar.ply']").wait_for(timeout=60_000)
+            page.locator("#orbit video").wait_for(timeout=30_000)
+            page.get_by_text("Done:").wait_for(timeout=10_000)
+            src = video.get_attribute("src")
+            time.sleep(1.0)  # let the players show their first frame
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # a photo without a face: the page says so
+            page.locator("#source button[aria-label='Clear']").first.click()
+            page.locator("#source input[type=file]").set_input_files(str(media["blank"]))
+            page.locator("#source-preview img").wait_for(timeout=30_000)
+            page.locator("#run").click()
+            page.get_by_text("No face found", exact=False).first.wait_for(timeout=120_000)
+        finally:
+            browser.close()
+
+    own = f"127.0.0.1:{server['port']}"
+    elsewhere = [u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).netloc != own]
+    assert not elsewhere, f"the page fetched from outside the app: {elsewhere}"
+    assert any("/static/fonts/" in u for u in requests)  # fonts come from the app itself
+
+    out = Path(server["log"]).parent / "result.mp4"
+    url = src if src.startswith("http") else server["url"].rstrip("/") + "/" + src.lstrip("/")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        out.write_bytes(r.read())
+    assert _count_frames(out) == media["n_frames"]
+
+
+def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server["url"], verbose=False, download_files=str(tmp_path))
+    controls = ["expression", False, 1.0, 1.0, 1.0, 0.5, "#3366ff"]
+    overlay, side_by_side, orbit, downloads, message = client.predict(
+        handle_file(str(media["photo"])), [handle_file(str(media["clip"]))], *controls, api_name="/animate")
+    side_by_side = side_by_side["video"] if isinstance(side_by_side, dict) else side_by_side
+    orbit = orbit["video"] if isinstance(orbit, dict) else orbit
+    assert _count_frames(side_by_side) == media["n_frames"] and _count_frames(orbit) == 8
+    assert sorted(Path(d).name for d in downloads) == ["avatar.ply", "novel_views.mp4", "reenact.mp4"]
+    assert Image.open(overlay).size[0] == 2 * Image.open(overlay).size[1]  # crop | crop with mesh
+    assert "6 frames" in message
+    from gagavatar.export import read_ply
+    from gagavatar.model import load
+
+    ply = read_ply(next(d for d in downloads if d.endswith(".ply")))
+    assert ply["means"].shape == (load(checkpoint).config.n_gaussians, 3)
+
+    with pytest.raises(AppError, match="Unreadable file: broken.png"):
+        client.predict(handle_file(str(media["broken"])), [handle_file(str(media["clip"]))], *controls,
+                       api_name="/animate")
+    with pytest.raises(AppError, match="No face found"):
+        client.predict(handle_file(str(media["photo"])), [handle_file(str(media["blank"]))], *controls,
+                       api_name="/animate")
+
+
+# --------------------------------------------------------------------------- motion controls
+@pytest.fixture(scope="module")
+def animator(checkpoint):
+    return Animator.from_checkpoint(checkpoint, device="cpu")
+
+
+def _rendered_views(animator, avatar, motion) -> torch.Tensor:
+    """The world-to-camera matrices [F,4,4] that reach the renderer."""
+    seen = []
+    render = animator.model.render
+
+    def spy(avatar, vertices, camera):
+        seen.append(camera.viewmat.detach().clone())
+        return render(avatar, vertices, camera)
+
+    animator.model.render = spy
+    try:
+        frames = list(animator.render(avatar, motion))
+    finally:
+        del animator.model.render
+    assert len(frames) == len(motion["transform"])
+    return torch.cat(seen)
+
+
+def test_transfer_expression_keeps_the_source_head_pose(synth, animator):
+    from gagavatar.render.cameras import Camera
+
+    source, driver = synth["id00000_v00"], synth["id00001_v00"]
+    avatar = animator.reconstruct(source, 0)
+    source_view = Camera.from_reference(torch.from_numpy(source.params["transform"][:1].copy()), animator.size)
+    for mode in ("expression", "all"):
+        motion = drive_parameters(source.params.frame(0), driver.params, MotionControls(transfer=mode))
+        views = _rendered_views(animator, avatar, motion)
+        same = torch.allclose(views, source_view.viewmat.expand_as(views), atol=1e-5)
+        assert same == (mode == "expression"), mode  # the driver turns its head: "all" must differ
+        np.testing.assert_array_equal(motion["expression"], driver.params["expression"])
+        np.testing.assert_array_equal(motion["jaw_pose"], driver.params["jaw_pose"])
+
+
+def test_transfer_pose_keeps_the_source_expression(synth):
+    source, driver = synth["id00000_v00"], synth["id00001_v00"]
+    s = source.params.frame(2)
+    motion = drive_parameters(s, driver.params, MotionControls(transfer="pose"))
+    for key in MOTION_KEYS:
+        np.testing.assert_array_equal(motion[key], np.broadcast_to(s[key], motion[key].shape), err_msg=key)
+    np.testing.assert_array_equal(motion["transform"], driver.params["transform"])
+    assert not np.allclose(driver.params["expression"], s["expression"])  # the driver's would differ
+
+
+def _jitter(transform: np.ndarray) -> tuple[float, float]:
+    """Mean frame-to-frame rotation angle (radians) and translation step of [F,3,4] transforms."""
+    R, T = transform[:, :, :3].astype(np.float64), transform[:, :, 3].astype(np.float64)
+    rel = np.einsum("fij,fkj->fik", R[1:], R[:-1])
+    angle = np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    return float(angle.mean()), float(np.linalg.norm(T[1:] - T[:-1], axis=1).mean())
+
+
+def test_stabilize_lowers_the_jitter_of_a_noisy_driver(synth):
+    from scipy.spatial.transform import Rotation
+
+    source, driver = synth["id00000_v00"], synth["id00001_v00"]
+    rng = np.random.default_rng(0)
+    n = 40
+    take = np.arange(n) % driver.n_frames
+    noisy = {k: np.asarray(driver.params[k])[take].copy() for k in MOTION_KEYS + ("transform",)}
+    noisy["valid"] = np.ones(n, bool)
+    shake = Rotation.from_rotvec(rng.normal(0, 0.03, (n, 3))).as_matrix().astype(np.float32)
+    noisy["transform"][:, :, :3] = shake @ noisy["transform"][:, :, :3]
+    noisy["transform"][:, :, 3] += rng.normal(0, 0.05, (n, 3)).astype(np.float32)
+    noisy["eye_pose"] += rng.normal(0, 0.05, (n, 6)).astype(np.float32)
+
+    raw = drive_parameters(source.params.frame(0), noisy, MotionControls(stabilize=0.0))
+    calm = drive_parameters(source.params.frame(0), noisy, MotionControls(stabilize=1.0))
+    (r0, t0), (r1, t1) = _jitter(raw["transform"]), _jitter(calm["transform"])
+    assert r1 < 0.8 * r0 and t1 < 0.8 * t0, (r0, r1, t0, t1)
+    eyes = [np.abs(np.diff(m["eye_pose"], axis=0)).mean() for m in (raw, calm)]
+    assert eyes[1] < 0.8 * eyes[0]
+    np.testing.assert_array_equal(calm["expression"], raw["expression"])  # expression is not smoothed
+    rot = calm["transform"][:, :, :3].astype(np.float64)  # still rotations
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-5)
