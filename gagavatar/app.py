@@ -375,14 +375,15 @@ def build_app(studio: Studio, startup_error: str | None = None):
                       api_visibility="private")
         inputs = [source, driver, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize, background]
         outputs = [overlay, result, orbit, downloads, status]
-        run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1)
+        run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate")
 
         example = example_inputs(studio.root / "examples")
         if example is not None:
             with examples_slot:
                 ex = gr.Examples([[str(example[0]), [str(example[1])]]], inputs=[source, driver],
                                  label="Bundled example (one click)", cache_examples=False)
-                ex.load_input_event.then(animate, inputs, outputs, concurrency_limit=1, api_visibility="private")
+                ex.load_input_event.then(animate, inputs, outputs, concurrency_limit=1, concurrency_id="animate",
+                                         api_visibility="private")
     return demo
 
 
@@ -401,5 +402,6 @@ def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model
     demo = build_app(studio, startup_error)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True,
-                prevent_thread_lock=not block, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False)
+                prevent_thread_lock=not block, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False,
+                  run_history=False, mcp_server=False)  # run history could sync to a remote bucket: off
     return demo

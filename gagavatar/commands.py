@@ -118,6 +118,28 @@ def contact_sheet(images: list[list[np.ndarray]], path: Path, labels: list[str] 
     return path
 
 
+def make_demo_clips(out, seed: int = 7, frames: int = 48, size: int = 128) -> Path:
+    """Write the bundled demo clips: two synthetic people never seen in training (their
+    seed differs from the training data's); the first frame of one is the source, the
+    other's video is the driver. ``gagavatar/assets/demo/clips`` was made with the defaults."""
+    from gagavatar.data.format import FRAME_ARRAYS, Dataset, update_index, write_video
+    from gagavatar.synthetic.video import SynthConfig, generate
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = Dataset(generate(tmp, SynthConfig(identities=2, videos_per_identity=1, frames=frames, size=size,
+                                                 seed=seed, splits=(0.0, 0.0, 1.0)), progress=False).root)
+        a, b = made.videos
+        for name, video, n in (("source", a, 1), ("driver", b, b.n_frames)):
+            arrays = video.params.arrays  # only the per-frame arrays are cut to n frames
+            params = {k: v[:n] if k in FRAME_ARRAYS and np.ndim(v) > (k == "shape") else v for k, v in arrays.items()}
+            write_video(out, name, np.stack([video.frame(i) for i in range(n)]),
+                        np.stack([video.matte(i) for i in range(n)]), params, video.identity, "test",
+                        head_model=video.info.head_model, fps=video.info.fps, source=f"synthetic seed {seed}")
+    update_index(out)
+    return out
+
+
 def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     """The built-in demo: bundled tiny model, synthetic head and clips -> reenactment mp4,
     orbit mp4 and a contact sheet in ``out``. Offline; about a minute on 2 CPU cores."""

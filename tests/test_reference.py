@@ -22,6 +22,7 @@ from gagavatar.render.cameras import intrinsics, viewmat_to_reference
 
 lmdb = pytest.importorskip("lmdb")
 
+pytestmark = pytest.mark.filterwarnings("ignore:the ViT backbone has RANDOM weights")
 SIZE = 128
 
 

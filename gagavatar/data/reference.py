@@ -291,6 +291,9 @@ def _video_params(video: ReferenceVideo, width: int, height: int) -> dict[str, n
     """params.npz arrays of a video; untracked frames copy the nearest earlier tracked one."""
     tracked = [k for k in video.keys if k in video.records]
     arrays = record_params([video.records[k] for k in tracked], tracked)
+    if np.abs(arrays["global_pose"]).max() > 1e-6:
+        log.warning("%s: posecode[:3] (FLAME's global rotation) is not zero; it is kept as global_pose, but the "
+                    "reference (and reenactment here) carry head rotation in the camera only", video.id)
     valid = np.array([k in video.records for k in video.keys])
     # index into the tracked rows: the last tracked frame at or before each frame (the first one before any)
     take = np.clip(np.cumsum(valid) - 1, 0, None)

@@ -336,7 +336,8 @@ class _Shared:
 class Evaluator:
     """Runs methods over the pairs and gathers per-pair records and example images."""
 
-    def __init__(self, data: str | Path, config: EvalConfig, size: int, lpips=None, lpips_device="cpu"):
+    def __init__(self, data: str | Path, config: EvalConfig, size: int, lpips=None, lpips_device="cpu",
+                 fit_head=None):
         from gagavatar.tracking.landmarks import LandmarkDetector
 
         self.data, self.config, self.size = data, config, size
@@ -344,7 +345,7 @@ class Evaluator:
         self.pairs = EvalPairs(data, config, size)
         self.detector = LandmarkDetector()
         self.encoder = identity_encoder()
-        self.fit_head = _load_head(config.head_model)
+        self.fit_head = fit_head if fit_head is not None else _load_head(config.head_model)
         self.fit_error: str | None = None
         self.shared = _Shared()
         self.examples = {m: _spread(len(self.pairs.indices[m]), config.examples) for m in self.pairs.modes}
@@ -493,7 +494,10 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
 
     lpips, lpips_status = resolve_lpips(config.lpips_weights, [m.checkpoint for m in methods if m.checkpoint])
     lpips_device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    evaluator = Evaluator(data, config, size, None if lpips is None else lpips.to(lpips_device), lpips_device)
+    # the tracker fits the head model the user gave, else the first run's, else the bundled one
+    fit_head = _load_head(config.head_model, first_model.checkpoint if first_model else None)
+    evaluator = Evaluator(data, config, size, None if lpips is None else lpips.to(lpips_device), lpips_device,
+                          fit_head)
 
     rows, examples = [], {}
     for method in methods:
@@ -505,6 +509,7 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
                 row[f"{mode}_pairs"] = result[mode]
         rows.append(row)
         examples[method.name] = images
+    evaluator.detector.close()
 
     unavailable = {"lpips": None if evaluator.lpips is not None else lpips_status,
                    "aed_apd": None if evaluator.fit_error is None else
@@ -515,7 +520,8 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
     result = {
         "data": str(data), "split": config.split, "size": size, "machine": machine_description(),
         "config": {k: v for k, v in asdict(config).items() if k not in ("fit", "progress")},
-        "lpips": lpips_status, "unavailable": {k: v for k, v in unavailable.items() if v},
+        "lpips": lpips_status, "fit_head_model": getattr(fit_head, "name", str(fit_head)),
+        "unavailable": {k: v for k, v in unavailable.items() if v},
         "definitions": DEFINITIONS, "rows": rows,
     }
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False))

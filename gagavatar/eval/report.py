@@ -79,6 +79,7 @@ def write_report(result: dict, path: str | Path, grid: str | None = "grid.png") 
         "## Notes",
         "",
         f"- LPIPS: {result['lpips']}",
+        f"- AED/APD: the tracker fits head model `{result.get('fit_head_model')}` to generated and driving frames.",
     ]
     for key, reason in result["unavailable"].items():
         if key != "lpips":

@@ -179,6 +179,25 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
+def export_model(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the network of a training checkpoint (``RUN/step_XXXXXX.pt``, or the newest in a
+    run folder) as a model file that ``gagavatar.load`` reads."""
+    from gagavatar.model import save
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        found = latest_checkpoint(checkpoint)
+        if found is None:
+            raise FileNotFoundError(f"no step_*.pt checkpoint in {checkpoint}")
+        checkpoint = found
+    fields = json.loads((checkpoint.parent / "config.json").read_text())
+    fields["loss"] = LossConfig(**fields["loss"])
+    cfg = TrainConfig(**{k: tuple(v) if k in ("ablations", "betas") else v for k, v in fields.items()})
+    model = build_model(cfg, load_head_model(cfg.head_model).n_vertices)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    return save(model, out)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or resume) training; returns the run folder."""
     from gagavatar.data import PairDataset
