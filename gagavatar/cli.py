@@ -196,6 +196,32 @@ def export_ply(source: str = typer.Option(..., help="source photo, or a tracked 
 
 
 @app.command()
+def live(
+    source: str = typer.Option(..., help="source photo, or a tracked folder"),
+    camera: int = typer.Option(0, help="webcam index (used when --driver is not given)"),
+    driver: str = typer.Option(None, help="drive from this video file instead of a webcam"),
+    out: str = typer.Option(None, help="also write the result to this mp4"),
+    show: bool = typer.Option(True, help="show a window (skipped where there is no display)"),
+    max_frames: int = typer.Option(None, help="stop after this many frames"),
+    checkpoint: str = _CHECKPOINT,
+    head_model: str = _HEAD,
+    transfer: str = typer.Option("all", help="all | expression | pose"),
+    relative: bool = typer.Option(False, help="motion relative to the first driving frame"),
+    expression_scale: float = typer.Option(1.0), jaw_scale: float = typer.Option(1.0),
+    eye_scale: float = typer.Option(1.0), stabilize: float = typer.Option(0.0),
+):
+    """Drive the avatar live from a webcam or a stream; prints FPS and latency."""
+    from gagavatar.live import live as run_live
+
+    try:
+        stats = run_live(source, camera, driver, out, show, checkpoint, head_model,
+                         _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize), max_frames)
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(str(stats))
+
+
+@app.command()
 def demo(out: str = typer.Option("demo", help="output folder"),
          checkpoint: str = _CHECKPOINT, head_model: str = _HEAD):
     """The built-in demo: bundled tiny model and clips -> reenactment, orbit, contact sheet."""

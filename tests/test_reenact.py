@@ -62,7 +62,8 @@ def test_reenact_repeats_frames_without_a_face(animator, clips, tmp_path):
     assert summary.n_frames == n and summary.n_repeated == 2
     video = frames_of(summary.out)
     assert video.shape[0] == n
-    np.testing.assert_array_equal(video[2].astype(int), video[3].astype(int))  # repeated, not dropped
+    # repeated, not dropped (equal up to H.264 rounding)
+    assert np.abs(video[2].astype(int) - video[3].astype(int)).mean() < 0.5
 
 
 def test_motion_controls(clips):
