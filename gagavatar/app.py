@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gagavatar import io as gio  # noqa: E402
+from gagavatar.commands import DEMO_DATA  # noqa: E402  (the bundled tracked clips "source" and "driver")
 from gagavatar.reenact import (  # noqa: E402
     TRANSFER_MODES, Animator, MotionControls, bundled, drive_parameters, load_tracked, orbit_cameras,
 )
@@ -46,7 +47,6 @@ from gagavatar.render.cameras import Camera, reference_to_viewmat  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DEMO_CLIPS = "demo/clips"  # bundled tracked clips: videos "source" and "driver"
 RUN_MAX_AGE_S = 3600.0     # run folders older than this are removed when a new run starts
 
 
@@ -226,15 +226,18 @@ class Studio:
         animator.background = tuple(float(c) for c in background)
 
         size, n = animator.size, drv.n_frames
-        avatar_frames, pairs = [], []
-        for i, image in enumerate(animator.render(avatar, motion)):
-            driver_crop = np.asarray(Image.fromarray(drv.frame(i)).resize((size, size), Image.BILINEAR))
-            avatar_frames.append(image)
-            pairs.append(np.concatenate([driver_crop, image], axis=1))
-            say(0.4 + 0.4 * (i + 1) / n, f"rendering frame {i + 1}/{n}")
-        fps = drv.info.fps
-        side_by_side = gio.write_video(run_dir / "reenact_side_by_side.mp4", pairs, fps=fps)
-        reenacted = gio.write_video(run_dir / "reenact.mp4", avatar_frames, fps=fps)
+        avatar_frames = []  # kept for the second video; the side-by-side one is streamed
+
+        def pairs():
+            for i, image in enumerate(animator.render(avatar, motion)):
+                avatar_frames.append(image)
+                yield np.concatenate([np.asarray(Image.fromarray(drv.frame(i)).resize((size, size), Image.BILINEAR)),
+                                      image], axis=1)
+                say(0.4 + 0.4 * (i + 1) / n, f"rendering frame {i + 1}/{n}")
+
+        side_by_side = gio.write_video(run_dir / "reenact_side_by_side.mp4", pairs(), fps=drv.info.fps)
+        reenacted = gio.write_video(run_dir / "reenact.mp4", avatar_frames, fps=drv.info.fps)
+        del avatar_frames[:]
 
         say(0.82, "rendering the novel views")
         params = {k: np.repeat(np.asarray(v)[None], self.orbit_frames, 0)
@@ -261,7 +264,7 @@ def example_inputs(folder: Path) -> tuple[Path, Path] | None:
     driving clip (mp4), written once into ``folder``; None when the clips are not installed."""
     from gagavatar.data.format import Dataset, DatasetError
 
-    clips = bundled(DEMO_CLIPS)
+    clips = bundled(DEMO_DATA)
     try:
         videos = {v.id: v for v in Dataset(clips).videos}
         source, driver = videos["source"], videos["driver"]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from gagavatar.data import Dataset, PairDataset, composite, image_to_tensor
+from gagavatar.data import Dataset, composite, image_to_tensor
 from gagavatar.eval.evaluate import EvalConfig, GroundTruth, evaluate, evaluate_methods
 from gagavatar.eval.report import COLUMNS
 

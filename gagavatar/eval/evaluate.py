@@ -24,10 +24,11 @@ Metrics (``metrics.py`` holds the image metrics):
   APD    the same for the head rotation (3, axis-angle, rad), which lives in the camera.
   AKD    mean distance between the 478 MediaPipe landmarks of the generated and the
          target frame, in pixels of a 512 image (self only).
-For AED/APD the tracker (``tracking.landmarks`` + ``tracking.fitting.fit_landmarks``)
-runs as it does on a video: the frames generated from one source video are fitted
-together (one shared shape), and so are the driving frames of one video; frames are
-not linked in time. A frame where MediaPipe finds no face has no AED/APD/AKD: it is
+For AED/APD the tracker (``tracking.landmarks`` + ``tracking.fitting.fit_landmarks``,
+with the head model given, else the first run's, else the bundled synthetic head) runs
+as it does on a video: the frames generated from one source video are fitted together
+(one shared shape), and so are the driving frames of one video; frames are not linked
+in time. So the ground truth as prediction gives AED = APD = 0 exactly. A frame where MediaPipe finds no face has no AED/APD/AKD: it is
 counted (``no_face_generated`` / ``no_face_driving``) and left out of those means.
 """
 from __future__ import annotations
