@@ -220,9 +220,7 @@ class Studio:
         say(0.35, "reconstructing the avatar")
         overlay = run_dir / "tracked_source.png"
         Image.fromarray(mesh_overlay(animator, src, frame)).save(overlay)
-        # The network sees the source on black, as it was trained; the chosen colour is the render background.
-        animator.background = (0.0, 0.0, 0.0)
-        avatar = animator.reconstruct(src, frame)
+        avatar = animator.reconstruct(src, frame)  # always on black, as trained
         animator.background = tuple(float(c) for c in background)
 
         size, n = animator.size, drv.n_frames

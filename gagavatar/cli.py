@@ -132,6 +132,17 @@ _CHECKPOINT = typer.Option(None, help="checkpoint: ours (.safetensors) or the re
 _HEAD = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)")
 
 
+def _color(text: str) -> tuple[float, float, float]:
+    """'R,G,B' in 0-255 -> floats in [0, 1]."""
+    try:
+        rgb = tuple(float(v) / 255.0 for v in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
+        raise typer.BadParameter(f"{text!r}: give the background as R,G,B with values 0-255, e.g. 255,255,255")
+    return rgb
+
+
 def _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize):
     from gagavatar.reenact import MotionControls
 
@@ -153,13 +164,15 @@ def reenact(
     jaw_scale: float = typer.Option(1.0, help="multiplier on the driver's jaw rotation"),
     eye_scale: float = typer.Option(1.0, help="multiplier on the driver's eye rotation"),
     stabilize: float = typer.Option(0.0, help="smooth head pose and eyes (0 off, 1 = reference smoothing)"),
+    background: str = typer.Option("0,0,0", help="background colour R,G,B (0-255) behind the avatar"),
 ):
     """Animate the source's avatar with the driver's expressions and head motion."""
     from gagavatar import commands
 
     try:
         summary = commands.reenact(source, driver, out, checkpoint, head_model, side_by_side,
-                                   _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize))
+                                   _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize),
+                                   background=_color(background))
     except USER_ERRORS as e:
         _fail(e)
     typer.echo(str(summary))
@@ -209,13 +222,15 @@ def live(
     relative: bool = typer.Option(False, help="motion relative to the first driving frame"),
     expression_scale: float = typer.Option(1.0), jaw_scale: float = typer.Option(1.0),
     eye_scale: float = typer.Option(1.0), stabilize: float = typer.Option(0.0),
+    background: str = typer.Option("0,0,0", help="background colour R,G,B (0-255) behind the avatar"),
 ):
     """Drive the avatar live from a webcam or a stream; prints FPS and latency."""
     from gagavatar.live import live as run_live
 
     try:
         stats = run_live(source, camera, driver, out, show, checkpoint, head_model,
-                         _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize), max_frames)
+                         _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize), max_frames,
+                         background=_color(background))
     except USER_ERRORS as e:
         _fail(e)
     typer.echo(str(stats))

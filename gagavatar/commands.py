@@ -28,6 +28,7 @@ class ReenactSummary:
     n_repeated: int  # driver frames without a face, filled with the last good one
     seconds: float
     fps: float
+    frames: list | None = None  # the avatar's frames (uint8 [R,R,3]) when asked to keep them
 
     def __str__(self) -> str:
         note = f", {self.n_repeated} driver frame(s) without a face repeated the last good one" if self.n_repeated else ""
@@ -42,11 +43,11 @@ def _progress(iterable, total: int, desc: str):
 
 def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side: bool = False,
             controls: MotionControls | None = None, animator: Animator | None = None, fps: float | None = None,
-            workdir=None) -> ReenactSummary:
+            workdir=None, background=(0.0, 0.0, 0.0), keep_frames: bool = False) -> ReenactSummary:
     """Animate ``source`` (image or tracked folder) with ``driver`` (video, image folder or
-    tracked folder) and write an H.264 mp4 to ``out``."""
+    tracked folder) and write an H.264 mp4 to ``out``; ``background`` RGB in [0, 1] behind the avatar."""
     t0 = time.perf_counter()
-    animator = animator or Animator.from_checkpoint(checkpoint, head_model)
+    animator = animator or Animator.from_checkpoint(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         src = load_tracked(source, work / "source", animator.head)
@@ -55,10 +56,13 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side:
         avatar = animator.reconstruct(src, frame)
         motion = drive_parameters(src.params.frame(frame), drv.params, controls)
         size = animator.size
+        kept = [] if keep_frames else None
 
         def frames():
             rendered = animator.render(avatar, motion)
             for i, image in enumerate(_progress(rendered, drv.n_frames, "reenact")):
+                if kept is not None:
+                    kept.append(image)
                 if side_by_side:
                     driver_image = torch.from_numpy(drv.frame(i)).permute(2, 0, 1)[None].float()
                     driver_image = torch.nn.functional.interpolate(driver_image, size=(size, size), mode="bilinear",
@@ -68,7 +72,7 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side:
 
         path = gio.write_video(out, frames(), fps=fps or drv.info.fps)
     seconds = time.perf_counter() - t0
-    return ReenactSummary(path, drv.n_frames, int(motion["repeated"].sum()), seconds, drv.n_frames / seconds)
+    return ReenactSummary(path, drv.n_frames, int(motion["repeated"].sum()), seconds, drv.n_frames / seconds, kept)
 
 
 def novel_views(source, out, checkpoint=None, head_model=None, n_frames: int = 60, yaw: float = 30.0,
@@ -151,25 +155,25 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
 
     videos = {v.id: v for v in Dataset(clips).videos}
     source, driver = videos["source"], videos["driver"]
-    summary = reenact(source.folder, driver.folder, out / "reenact.mp4", side_by_side=True, animator=animator)
+    summary = reenact(source.folder, driver.folder, out / "reenact.mp4", side_by_side=True, animator=animator,
+                      keep_frames=True)
     console.print(str(summary))
     orbit = novel_views(source.folder, out / "novel_views.mp4", animator=animator, n_frames=48)
     console.print(f"wrote {orbit}")
 
     # contact sheet: driver frames, reenacted frames, orbit frames
     picks = np.linspace(0, driver.n_frames - 1, 6).round().astype(int)
-    avatar = animator.reconstruct(source, 0)
-    motion = drive_parameters(source.params.frame(0), driver.params)
-    results = list(animator.render(avatar, motion))
+    results = summary.frames
     views = list(_orbit_frames(animator, source, 6, 30.0))
     size = animator.size
 
     def resize(image: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
-    sheet = contact_sheet([[resize(source.frame(0))] + [resize(driver.frame(i)) for i in picks[:-1]],
-                           [resize(source.frame(0))] + [results[i] for i in picks[:-1]],
-                           [resize(source.frame(0))] + views[:-1]],
+    seen = (animator.source_image(source, 0)[0].permute(1, 2, 0) * 255 + 0.5).byte().numpy()  # as the network sees it
+    sheet = contact_sheet([[seen] + [resize(driver.frame(i)) for i in picks[:-1]],
+                           [seen] + [results[i] for i in picks[:-1]],
+                           [seen] + views[:-1]],
                           out / "contact_sheet.png", labels=["driver", "avatar", "novel views"])
     console.print(f"wrote {sheet}")
     return {"reenact": summary.out, "novel_views": orbit, "contact_sheet": sheet}

@@ -52,8 +52,9 @@ def camera_frames(index: int):
 
 def live(source, camera: int | None = 0, driver=None, out=None, show: bool = True, checkpoint=None,
          head_model=None, controls: MotionControls | None = None, max_frames: int | None = None,
-         workdir=None) -> LiveStats:
-    """Drive ``source``'s avatar from ``camera`` (an index) or ``driver`` (a video file)."""
+         workdir=None, background=(0.0, 0.0, 0.0)) -> LiveStats:
+    """Drive ``source``'s avatar from ``camera`` (an index) or ``driver`` (a video file);
+    ``background`` RGB in [0, 1] behind the avatar."""
     import tempfile
 
     from gagavatar.tracking import framing
@@ -61,7 +62,7 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
     from gagavatar.tracking.landmarks import LandmarkDetector
     from gagavatar.tracking.matting import Segmenter
 
-    animator = Animator.from_checkpoint(checkpoint, head_model)
+    animator = Animator.from_checkpoint(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         avatar = animator.reconstruct(src, 0)

@@ -56,10 +56,7 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
             raise ValueError(f"{path}: the dataset has no videos")
         return videos[0]
     if path.is_dir() and (path / VIDEO_FILE).is_file():
-        from gagavatar.data.format import VideoInfo, _read_json
-
-        info = VideoInfo.from_dict(_read_json(path / VIDEO_FILE), str(path / VIDEO_FILE))
-        return VideoRecord(path.parent, info)
+        return VideoRecord.open(path)
     from gagavatar.data.reference import import_reference, is_reference_folder
 
     if is_reference_folder(path):  # checked after ours: `track --reference-format` writes both
@@ -208,8 +205,9 @@ class Animator:
         return cls(model, head, device, background)
 
     def source_image(self, video: VideoRecord, frame: int = 0) -> torch.Tensor:
-        """Frame composited on the background and resized to the render size, [1,3,R,R]."""
-        image = composite(image_to_tensor(video.frame(frame)), image_to_tensor(video.matte(frame)), self.background)
+        """Frame matted on black (what the network was trained on, whatever the render
+        background) and resized to the render size, [1,3,R,R]."""
+        image = composite(image_to_tensor(video.frame(frame)), image_to_tensor(video.matte(frame)), (0.0, 0.0, 0.0))
         return torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
                                                align_corners=False, antialias=True).clamp(0, 1)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +424,13 @@ class VideoRecord:
     n_frames = property(lambda self: self.info.n_frames)
     width = property(lambda self: self.info.width)
     height = property(lambda self: self.info.height)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "VideoRecord":
+        """One video folder on its own (its ``video.json``), without the dataset's index."""
+        folder = Path(folder)
+        info = VideoInfo.from_dict(_read_json(folder / VIDEO_FILE), str(folder / VIDEO_FILE))
+        return cls(folder.parent, replace(info, path=folder.name))
 
     def __repr__(self) -> str:
         return f"VideoRecord({self.id!r}, identity={self.identity!r}, split={self.split!r}, n_frames={self.n_frames})"
