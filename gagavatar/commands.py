@@ -2,7 +2,6 @@
 ``demo``), as plain functions the CLI, the app and scripts call."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -170,7 +169,7 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     def resize(image: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
-    seen = (animator.source_image(source, 0)[0].permute(1, 2, 0) * 255 + 0.5).byte().numpy()  # as the network sees it
+    seen = gio.tensor_to_image(animator.source_image(source, 0)[0])  # as the network sees it
     sheet = contact_sheet([[seen] + [resize(driver.frame(i)) for i in picks[:-1]],
                            [seen] + [results[i] for i in picks[:-1]],
                            [seen] + views[:-1]],

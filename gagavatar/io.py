@@ -47,6 +47,11 @@ def to_rgb_uint8(image) -> np.ndarray:
     raise InputError(f"unsupported image dtype {a.dtype}")
 
 
+def tensor_to_image(image) -> np.ndarray:
+    """A float image tensor [3, H, W] in [0, 1] -> RGB uint8 [H, W, 3] (rounded, clamped)."""
+    return (image.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3] (EXIF orientation applied)."""
     path = Path(path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gagavatar.data.format import INDEX_FILE, VIDEO_FILE, Dataset, VideoRecord, composite, image_to_tensor
+from gagavatar.io import tensor_to_image
 from gagavatar.render.cameras import Camera, reference_to_viewmat, viewmat_to_reference
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class Animator:
             fine = out.fine if self.background == (0.0, 0.0, 0.0) else \
                 out.fine + (1 - out.alpha) * torch.tensor(self.background, device=self.device).view(1, 3, 1, 1)
             for image in fine:
-                yield (image.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+                yield tensor_to_image(image)
 
 
 def orbit_cameras(camera: Camera, n: int, yaw: float = 30.0, pitch: float = 8.0) -> Camera:

@@ -6,7 +6,8 @@ import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim, to_uint8
+from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim
+from gagavatar.io import tensor_to_image as to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +18,11 @@ def astronaut():
 def test_psnr_and_ssim_perfect_on_identical_images(astronaut):
     assert torch.isinf(psnr(astronaut, astronaut)).all()
     torch.testing.assert_close(ssim(astronaut, astronaut), torch.ones(1))
+
+
+def test_psnr_known_value():
+    a = torch.zeros(1, 3, 4, 4)
+    torch.testing.assert_close(psnr(a + 0.1, a), torch.tensor([20.0]))
 
 
 def test_ssim_matches_scikit_image(astronaut):

@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
-from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim, to_uint8
+from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim
+from gagavatar.io import tensor_to_image as to_uint8
 from gagavatar.tracking.fitting import FitConfig
 
 SELF_METRICS = ("psnr", "ssim", "lpips", "csim", "aed", "apd", "akd")

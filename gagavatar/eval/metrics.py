@@ -101,8 +101,3 @@ class IdentityEncoder:
 @lru_cache(maxsize=1)
 def identity_encoder() -> IdentityEncoder:
     return IdentityEncoder()
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """[3,H,W] float in [0,1] -> [H,W,3] uint8."""
-    return (image.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gagavatar.io import tensor_to_image
+
 # (mode, metric, header); arrows say which way is better
 COLUMNS = (
     ("self", "psnr", "PSNR↑"), ("self", "ssim", "SSIM↑"), ("self", "lpips", "LPIPS↓"), ("self", "csim", "CSIM↑"),
@@ -121,7 +123,7 @@ def write_grid(example_inputs: dict, examples: dict, names: list[str], path: str
         if image.shape[-1] != cell:
             image = F.interpolate(image[None].float(), size=(cell, cell), mode="bilinear", align_corners=False,
                                   antialias=True)[0]
-        return Image.fromarray((image.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy())
+        return Image.fromarray(tensor_to_image(image))
 
     for r, (mode, pos) in enumerate(keys):
         source, driver = example_inputs[mode][pos]

@@ -112,9 +112,3 @@ class GAGAvatarLoss(nn.Module):
         if vertices is not None and lifted_points is not None and cfg.lifting > 0:
             terms["lifting"] = cfg.lifting * nearest_squared_distance(vertices, lifted_points).mean()
         return sum(terms.values()), {k: v.detach() for k, v in terms.items()}
-
-
-def psnr(prediction: Tensor, target: Tensor) -> Tensor:
-    """PSNR in dB of images in [0, 1], one value per image [B]."""
-    mse = (prediction - target).square().flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp(min=1e-10))

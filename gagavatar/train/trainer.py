@@ -25,7 +25,8 @@ import torch.distributed as dist
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from gagavatar.train.losses import GAGAvatarLoss, LossConfig, psnr
+from gagavatar.eval.metrics import psnr
+from gagavatar.train.losses import GAGAvatarLoss, LossConfig
 from gagavatar.train.sampler import StepBatchSampler
 from gagavatar.train.state import latest_checkpoint, load_training_state, save_training_state
 
@@ -145,6 +146,8 @@ def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
     """PNG of rows of source | target | coarse | fine."""
     from PIL import Image
 
+    from gagavatar.io import tensor_to_image
+
     n = min(rows, out.fine.shape[0])
     size = out.fine.shape[-1]
     resize = lambda x: torch.nn.functional.interpolate(x[:n].float(), size=(size, size), mode="bilinear",  # noqa: E731
@@ -152,7 +155,7 @@ def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
     cols = [resize(batch["source_image"]), resize(batch["target_image"]), out.coarse[:n].float(), out.fine[:n].float()]
     grid = torch.cat([torch.cat(cols, dim=-1)[i] for i in range(n)], dim=-2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((grid.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()).save(path)
+    Image.fromarray(tensor_to_image(grid)).save(path)
 
 
 def plot_losses(metrics_path: Path, out_path: Path) -> None:
