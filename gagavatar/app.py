@@ -41,9 +41,9 @@ from PIL import Image  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
 from gagavatar.commands import DEMO_DATA  # noqa: E402  (the bundled tracked clips "source" and "driver")
 from gagavatar.reenact import (  # noqa: E402
-    TRANSFER_MODES, Animator, MotionControls, bundled, drive_parameters, load_tracked, orbit_cameras,
+    TRANSFER_MODES, Animator, MotionControls, bundled, drive_parameters, load_tracked, parse_color,
 )
-from gagavatar.render.cameras import Camera, reference_to_viewmat  # noqa: E402
+from gagavatar.render.cameras import Camera, orbit, reference_to_viewmat  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +55,6 @@ class AppError(ValueError):
 
 
 # --------------------------------------------------------------------------- inputs
-def parse_color(value) -> tuple[float, float, float]:
-    """A colour as RGB floats in [0, 1] from "#rrggbb", "rgb(r, g, b)", "rgba(r, g, b, a)",
-    "R,G,B" (0-255, or 0-1 when all <= 1) or a sequence of three numbers."""
-    if value is None or value == "":
-        return (0.0, 0.0, 0.0)
-    if isinstance(value, str):
-        s = value.strip().lower()
-        if s.startswith("#") and len(s) in (4, 7):
-            h = s[1:] if len(s) == 7 else "".join(c * 2 for c in s[1:])
-            try:
-                return tuple(int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
-            except ValueError:
-                pass
-        else:
-            s = s.removeprefix("rgba").removeprefix("rgb").strip("() ")
-            try:
-                parts = [float(p) for p in s.split(",")][:3]
-            except ValueError:
-                parts = []
-            if len(parts) == 3:
-                value = parts
-    if not isinstance(value, str):
-        c = np.asarray(value, float).reshape(-1)
-        if c.size == 3 and np.all((c >= 0) & (c <= 255)):
-            return tuple(float(x) for x in (c if c.max() <= 1.0 else c / 255.0))
-    raise AppError(f"background {value!r}: give a colour as #rrggbb or R,G,B (0-255)")
-
-
 def _safe_extract(archive: Path, dest: Path) -> Path:
     """Unzip ``archive`` into ``dest`` (refusing paths that leave it); the one top folder if there is one."""
     try:
@@ -241,9 +213,9 @@ class Studio:
         params = {k: np.repeat(np.asarray(v)[None], self.orbit_frames, 0)
                   for k, v in src.params.frame(frame).items() if np.ndim(v) >= 1}
         camera = Camera.from_reference(torch.from_numpy(src.params["transform"][frame].copy())[None], size)
-        orbit = gio.write_video(run_dir / "novel_views.mp4",
-                                animator.render(avatar, params, cameras=orbit_cameras(camera, self.orbit_frames)),
-                                fps=25)
+        novel_views = gio.write_video(run_dir / "novel_views.mp4",
+                                      animator.render(avatar, params, cameras=orbit(camera, self.orbit_frames)),
+                                      fps=25)
 
         say(0.95, "writing the PLY")
         from gagavatar.export import avatar_to_ply
@@ -253,7 +225,7 @@ class Studio:
         shutil.rmtree(work, ignore_errors=True)
         say(1.0, "done")
         notes = [] if src.params["valid"].all() else [f"The source has frames without a face; frame {frame} is used."]
-        return RunOutputs(overlay, side_by_side, reenacted, orbit, Path(ply), n, int(motion["repeated"].sum()),
+        return RunOutputs(overlay, side_by_side, reenacted, novel_views, Path(ply), n, int(motion["repeated"].sum()),
                           time.perf_counter() - t0, notes)
 
 
@@ -368,14 +340,14 @@ def build_app(studio: Studio, startup_error: str | None = None):
                 with gr.Row():
                     result = gr.Video(label="Driver | avatar", interactive=False, autoplay=True, loop=True,
                                       height=260, elem_id="result")
-                    orbit = gr.Video(label="Novel views", interactive=False, autoplay=True, loop=True, height=260,
-                                     elem_id="orbit")
+                    novel_views = gr.Video(label="Novel views", interactive=False, autoplay=True, loop=True, height=260,
+                                           elem_id="orbit")
                 downloads = gr.File(label="Downloads (mp4, PLY)", file_count="multiple", interactive=False,
                                     elem_id="downloads")
         source.change(preview, source, [source_preview, status], queue=False, show_progress="hidden",
                       api_visibility="private")
         inputs = [source, driver, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize, background]
-        outputs = [overlay, result, orbit, downloads, status]
+        outputs = [overlay, result, novel_views, downloads, status]
         run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate")
 
         example = example_inputs(studio.root / "examples")

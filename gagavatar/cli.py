@@ -30,6 +30,7 @@ def train(
     sample_every: int = typer.Option(250, help="steps between sample grids"),
     num_workers: int = typer.Option(0, help="DataLoader worker processes"),
     seed: int = typer.Option(0, help="seed of the model init and the sample order"),
+    model: list[str] = typer.Option([], help="preset override KEY=VALUE, e.g. plane_size=32 (repeatable)"),
 ):
     """Train a GAGAvatar network (under torchrun for several GPUs or nodes)."""
     from gagavatar.train.trainer import TrainConfig
@@ -39,8 +40,25 @@ def train(
                       batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps,
                       perceptual_weights=perceptual_weights, backbone_weights=backbone_weights,
                       head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
-                      sample_every=sample_every, num_workers=num_workers, seed=seed)
+                      sample_every=sample_every, num_workers=num_workers, seed=seed,
+                      model=_overrides(model))
     run_training(cfg, resume=resume)
+
+
+def _overrides(items: list[str]) -> dict:
+    """``["plane_size=32", "fid_token=cls"]`` -> ``{"plane_size": 32, "fid_token": "cls"}`` (JSON values, else text)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--model takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 @app.command("convert-official")
@@ -64,6 +82,7 @@ def synth(
     identities: int = typer.Option(8, help="number of synthetic people"),
     videos_per_identity: int = typer.Option(2, help="videos (motion, light, background) per person"),
     frames: int = typer.Option(32, help="frames per video"),
+    fps: float = typer.Option(25.0, help="frame rate: lower spreads the frames over a longer clip (more motion apart)"),
     size: int = typer.Option(128, help="frame size in pixels (square)"),
     seed: int = typer.Option(0, help="everything is a function of this seed"),
     splits: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions of the identities"),
@@ -82,7 +101,7 @@ def synth(
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"--splits must be three comma-separated fractions, got {splits!r}")
-    generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames,
+    generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames, fps=fps,
                               size=size, seed=seed, splits=fractions, frame_format=frame_format,
                               n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
 
@@ -133,14 +152,12 @@ _HEAD = typer.Option(None, help="FLAME-format head model file (default: the bund
 
 
 def _color(text: str) -> tuple[float, float, float]:
-    """'R,G,B' in 0-255 -> floats in [0, 1]."""
+    from gagavatar.reenact import parse_color
+
     try:
-        rgb = tuple(float(v) / 255.0 for v in text.split(","))
-    except ValueError:
-        rgb = ()
-    if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
-        raise typer.BadParameter(f"{text!r}: give the background as R,G,B with values 0-255, e.g. 255,255,255")
-    return rgb
+        return parse_color(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
 
 
 def _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize):
@@ -164,7 +181,7 @@ def reenact(
     jaw_scale: float = typer.Option(1.0, help="multiplier on the driver's jaw rotation"),
     eye_scale: float = typer.Option(1.0, help="multiplier on the driver's eye rotation"),
     stabilize: float = typer.Option(0.0, help="smooth head pose and eyes (0 off, 1 = reference smoothing)"),
-    background: str = typer.Option("0,0,0", help="background colour R,G,B (0-255) behind the avatar"),
+    background: str = typer.Option("0,0,0", help="background colour behind the avatar: R,G,B (0-255) or #rrggbb"),
 ):
     """Animate the source's avatar with the driver's expressions and head motion."""
     from gagavatar import commands
@@ -222,7 +239,7 @@ def live(
     relative: bool = typer.Option(False, help="motion relative to the first driving frame"),
     expression_scale: float = typer.Option(1.0), jaw_scale: float = typer.Option(1.0),
     eye_scale: float = typer.Option(1.0), stabilize: float = typer.Option(0.0),
-    background: str = typer.Option("0,0,0", help="background colour R,G,B (0-255) behind the avatar"),
+    background: str = typer.Option("0,0,0", help="background colour behind the avatar: R,G,B (0-255) or #rrggbb"),
 ):
     """Drive the avatar live from a webcam or a stream; prints FPS and latency."""
     from gagavatar.live import live as run_live
@@ -297,6 +314,7 @@ def evaluate(
     cross_pairs: int = typer.Option(100, help="cross-reenactment pairs (0: none)"),
     max_pairs: int = typer.Option(None, help="self-reenactment pairs at most (evenly spread; default all)"),
     baselines: bool = typer.Option(False, help="add the rows 'copy source' and 'mean training image'"),
+    coarse: bool = typer.Option(False, help="add a row per checkpoint for its coarse image (before the neural renderer)"),
     names: list[str] = typer.Option(None, help="row names for --compare (repeat, or comma-separated)"),
     head_model: str = typer.Option(None, help="FLAME-format head model (default: the run's, else the bundled one)"),
     lpips_weights: str = typer.Option(None, help="GAGAvatar.pt (or converted .safetensors) for LPIPS's AlexNet"),
@@ -320,11 +338,12 @@ def evaluate(
             if not runs:
                 raise ValueError("--compare needs the checkpoints or run folders as arguments: "
                                  "gagavatar eval --compare RUN_A RUN_B ... --data DIR --out REPORT_DIR")
-            result = run_compare(runs, data, out, names=names or None, baselines=baselines, **options)
+            result = run_compare(runs, data, out, names=names or None, baselines=baselines, coarse=coarse,
+                                 **options)
         else:
             if checkpoint is None and not baselines:
                 raise ValueError("give --checkpoint CKPT (or --compare RUN_A RUN_B ..., or --baselines alone)")
-            result = run_evaluate(checkpoint, data, out, baselines=baselines,
+            result = run_evaluate(checkpoint, data, out, baselines=baselines, coarse=coarse,
                                   name=names[0] if names else None, **options)
     except USER_ERRORS as e:
         _fail(e)

@@ -13,8 +13,8 @@ from PIL import Image
 from rich.console import Console
 
 from gagavatar import io as gio
-from gagavatar.reenact import Animator, MotionControls, bundled, drive_parameters, load_tracked, orbit_cameras
-from gagavatar.render.cameras import Camera
+from gagavatar.reenact import Animator, MotionControls, bundled, drive_parameters, load_tracked
+from gagavatar.render.cameras import Camera, orbit
 
 console = Console(stderr=True)
 DEMO_DATA = "demo/clips"  # bundled tracked clips: video "source" (1 frame) and "driver"
@@ -88,7 +88,7 @@ def _orbit_frames(animator: Animator, src, n_frames: int, yaw: float):
     avatar = animator.reconstruct(src, 0)
     params = {k: np.repeat(v[None], n_frames, 0) for k, v in src.params.frame(0).items() if np.ndim(v) >= 1}
     camera = Camera.from_reference(torch.from_numpy(src.params["transform"][0].copy())[None], animator.size)
-    return animator.render(avatar, params, cameras=orbit_cameras(camera, n_frames, yaw))
+    return animator.render(avatar, params, cameras=orbit(camera, n_frames, yaw))
 
 
 def export_ply(source, out, checkpoint=None, head_model=None, animator: Animator | None = None, workdir=None) -> Path:
@@ -101,24 +101,6 @@ def export_ply(source, out, checkpoint=None, head_model=None, animator: Animator
         avatar = animator.reconstruct(src, 0)
         params = {k: v[None] for k, v in src.params.frame(0).items() if np.ndim(v) >= 1}
         return avatar_to_ply(out, avatar, animator.vertices(params, slice(0, 1)))
-
-
-def contact_sheet(images: list[list[np.ndarray]], path: Path, labels: list[str] | None = None) -> Path:
-    """Rows of equally sized RGB images into one PNG (row labels drawn on the left)."""
-    from PIL import ImageDraw
-
-    h, w = images[0][0].shape[:2]
-    label_w = 90 if labels else 0
-    sheet = Image.new("RGB", (label_w + w * max(len(r) for r in images), h * len(images)), (20, 20, 20))
-    draw = ImageDraw.Draw(sheet)
-    for r, row in enumerate(images):
-        for c, image in enumerate(row):
-            sheet.paste(Image.fromarray(image), (label_w + c * w, r * h))
-        if labels:
-            draw.text((6, r * h + h // 2 - 6), labels[r], fill=(230, 230, 230))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
 
 
 def make_demo_clips(out, seed: int = 7, frames: int = 48, size: int = 128) -> Path:
@@ -157,8 +139,8 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     summary = reenact(source.folder, driver.folder, out / "reenact.mp4", side_by_side=True, animator=animator,
                       keep_frames=True)
     console.print(str(summary))
-    orbit = novel_views(source.folder, out / "novel_views.mp4", animator=animator, n_frames=48)
-    console.print(f"wrote {orbit}")
+    orbit_video = novel_views(source.folder, out / "novel_views.mp4", animator=animator, n_frames=48)
+    console.print(f"wrote {orbit_video}")
 
     # contact sheet: driver frames, reenacted frames, orbit frames
     picks = np.linspace(0, driver.n_frames - 1, 6).round().astype(int)
@@ -170,9 +152,10 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
         return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
     seen = gio.tensor_to_image(animator.source_image(source, 0)[0])  # as the network sees it
-    sheet = contact_sheet([[seen] + [resize(driver.frame(i)) for i in picks[:-1]],
-                           [seen] + [results[i] for i in picks[:-1]],
-                           [seen] + views[:-1]],
-                          out / "contact_sheet.png", labels=["driver", "avatar", "novel views"])
+    sheet = gio.write_image_grid([[seen] + [resize(driver.frame(i)) for i in picks[:-1]],
+                                  [seen] + [results[i] for i in picks[:-1]],
+                                  [seen] + views[:-1]],
+                                 out / "contact_sheet.png", row_labels=["driver", "avatar", "novel views"],
+                                 background=(20, 20, 20))
     console.print(f"wrote {sheet}")
-    return {"reenact": summary.out, "novel_views": orbit, "contact_sheet": sheet}
+    return {"reenact": summary.out, "novel_views": orbit_video, "contact_sheet": sheet}

@@ -6,7 +6,9 @@ Every reader returns RGB uint8 arrays [H, W, 3] whatever the file holds
 """
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -50,6 +52,57 @@ def to_rgb_uint8(image) -> np.ndarray:
 def tensor_to_image(image) -> np.ndarray:
     """A float image tensor [3, H, W] in [0, 1] -> RGB uint8 [H, W, 3] (rounded, clamped)."""
     return (image.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside ``path`` to write to; on success it replaces ``path`` in one
+    rename (so a reader, or a run killed mid-write, sees the old file or the new one, never half
+    of one), with the permissions a new file would get. On error the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")  # keeps the suffix (np.savez adds one)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # some writers (safetensors) create 0600 files
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_image_grid(rows: list[list[np.ndarray | None]], path: str | Path, row_labels: list[str] | None = None,
+                     column_labels: list[str] | None = None, gap: int = 2,
+                     background: tuple[int, int, int] = (255, 255, 255)) -> Path:
+    """Rows of equally sized RGB uint8 images [H, W, 3] into one PNG; ``None`` leaves a cell empty.
+
+    Row labels go in a margin on the left, column labels in a strip on top.
+    """
+    from PIL import ImageDraw
+
+    h, w = next(image for row in rows for image in row if image is not None).shape[:2]
+    left = 90 if row_labels else 0
+    top = 14 if column_labels else 0
+    n_cols = max(len(row) for row in rows)
+    sheet = Image.new("RGB", (left + gap + n_cols * (w + gap), top + gap + len(rows) * (h + gap)), background)
+    draw = ImageDraw.Draw(sheet)
+    text = (0, 0, 0) if sum(background) > 382 else (230, 230, 230)
+    for c, label in enumerate(column_labels or []):
+        draw.text((left + gap + c * (w + gap) + 2, 1), label[: max(4, w // 6)], fill=text)
+    for r, row in enumerate(rows):
+        y = top + gap + r * (h + gap)
+        for c, image in enumerate(row):
+            if image is not None:
+                sheet.paste(Image.fromarray(image), (left + gap + c * (w + gap), y))
+        if row_labels:
+            draw.text((6, y + h // 2 - 6), row_labels[r], fill=text)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -78,6 +78,35 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
     return Dataset(out).videos[0]
 
 
+def parse_color(value) -> tuple[float, float, float]:
+    """A colour as RGB floats in [0, 1] from "#rrggbb", "rgb(r, g, b)", "rgba(r, g, b, a)",
+    "R,G,B" (0-255, or 0-1 when all <= 1) or a sequence of three numbers (the CLI's
+    --background and the app's colour picker)."""
+    if value is None or value == "":
+        return (0.0, 0.0, 0.0)
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s.startswith("#") and len(s) in (4, 7):
+            h = s[1:] if len(s) == 7 else "".join(c * 2 for c in s[1:])
+            try:
+                return tuple(int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+            except ValueError:
+                pass
+        else:
+            s = s.removeprefix("rgba").removeprefix("rgb").strip("() ")
+            try:
+                parts = [float(p) for p in s.split(",")][:3]
+            except ValueError:
+                parts = []
+            if len(parts) == 3:
+                value = parts
+    if not isinstance(value, str):
+        c = np.asarray(value, float).reshape(-1)
+        if c.size == 3 and np.all((c >= 0) & (c <= 255)):
+            return tuple(float(x) for x in (c if c.max() <= 1.0 else c / 255.0))
+    raise ValueError(f"background {value!r}: give a colour as #rrggbb or R,G,B (0-255)")
+
+
 # --------------------------------------------------------------------------- motion
 @dataclass
 class MotionControls:
@@ -245,19 +274,3 @@ class Animator:
                 yield tensor_to_image(image)
 
 
-def orbit_cameras(camera: Camera, n: int, yaw: float = 30.0, pitch: float = 8.0) -> Camera:
-    """``n`` cameras orbiting the world origin (the head) from ``camera``'s viewpoint [n]:
-    yaw sweeps +-``yaw`` degrees and back, with a gentle pitch nod."""
-    t = torch.arange(n, dtype=torch.float64) / max(n, 1)
-    a = torch.deg2rad(torch.tensor(yaw, dtype=torch.float64)) * torch.sin(2 * np.pi * t)
-    b = torch.deg2rad(torch.tensor(pitch, dtype=torch.float64)) * torch.sin(4 * np.pi * t)
-    ca, sa, cb, sb = a.cos(), a.sin(), b.cos(), b.sin()
-    rot = torch.zeros(n, 4, 4, dtype=torch.float64)
-    # world rotation about y (yaw) then x (pitch); the camera sees the rotated head
-    ry = torch.stack([ca, torch.zeros_like(a), sa, torch.zeros_like(a), torch.ones_like(a), torch.zeros_like(a),
-                      -sa, torch.zeros_like(a), ca], -1).view(n, 3, 3)
-    rx = torch.stack([torch.ones_like(b), torch.zeros_like(b), torch.zeros_like(b), torch.zeros_like(b), cb, -sb,
-                      torch.zeros_like(b), sb, cb], -1).view(n, 3, 3)
-    rot[:, :3, :3], rot[:, 3, 3] = rx @ ry, 1.0
-    view = camera.viewmat[:1].double() @ rot
-    return Camera(view.to(camera.viewmat.dtype), camera.K[:1].expand(n, 3, 3), camera.width, camera.height)

@@ -139,14 +139,14 @@ def test_the_app_turns_telemetry_off_itself():
 
 
 def test_parse_color():
-    from gagavatar.app import AppError, parse_color
+    from gagavatar.reenact import parse_color
 
     assert parse_color("#ff8000") == (1.0, 128 / 255, 0.0)
     assert parse_color("#fff") == (1.0, 1.0, 1.0)
     assert parse_color("0,255,51") == (0.0, 1.0, 0.2)
     assert parse_color("rgba(255, 0, 0, 1)") == (1.0, 0.0, 0.0)
     assert parse_color("0.5,0.5,0.5") == (0.5, 0.5, 0.5)
-    with pytest.raises(AppError, match="#rrggbb"):
+    with pytest.raises(ValueError, match="#rrggbb"):
         parse_color("blue-ish")
 
 

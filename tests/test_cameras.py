@@ -78,13 +78,19 @@ def test_look_at_and_orbit_face_the_target():
     front = Camera.look_at(torch.tensor([[0.0, 0.0, 5.0]]), size=512)
     assert front.project(torch.tensor([[[0.1, 0.0, 0.0]]]))[0, 0, 0] > 256
 
-    n, radius = 8, 4.0
-    views = orbit(n, radius=radius, yaw_range=30.0, pitch=10.0, target=tuple(target.tolist()))
-    cams = Camera(views, intrinsics(REFERENCE_FOCAL, 512, 512, n), 512, 512)
-    assert torch.allclose((cams.center - target).norm(dim=-1), torch.full((n,), radius), atol=1e-5)
-    assert torch.allclose(cams.project(target.expand(n, 1, 3)), torch.full((n, 1, 2), 256.0), atol=1e-3)
-    yaw = torch.atan2(cams.center[:, 0] - target[0], cams.center[:, 2] - target[2])
-    assert abs(yaw.abs().max().item() - math.radians(30)) < math.radians(5)  # sweeps about +-30 degrees
+    # orbit: circles the origin at the camera's distance, from its view, keeping the head centred
+    start = Camera.look_at(torch.tensor([[1.0, 0.5, 4.0]]), size=512)
+    n = 8
+    cams = orbit(start, n, yaw=30.0, pitch=0.0)
+    assert torch.allclose(cams.viewmat[0], start.viewmat[0], atol=1e-6)
+    assert torch.allclose(cams.center.norm(dim=-1), start.center.norm(dim=-1).expand(n), atol=1e-5)
+    origin = torch.zeros(n, 1, 3)
+    assert torch.allclose(cams.project(origin), start.project(origin[:1]).expand(n, 1, 2), atol=1e-3)
+    # with no pitch each view is the first turned about world y; the turn sweeps +-30 degrees
+    relative = cams.viewmat[:, :3, :3].transpose(1, 2) @ start.viewmat[0, :3, :3]  # world-frame turn
+    assert torch.allclose(relative[:, 1], torch.tensor([0.0, 1.0, 0.0]).expand(n, 3), atol=1e-6)
+    angles = torch.atan2(relative[:, 0, 2], relative[:, 0, 0])
+    assert abs(angles.abs().max().item() - math.radians(30)) < 1e-5
 
 
 def test_a_splat_lands_where_the_camera_projects():

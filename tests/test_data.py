@@ -330,3 +330,28 @@ def test_synthetic_pose_range(synthetic):
     yaw, pitch = np.degrees(rot[:, 0]), np.degrees(rot[:, 1])
     assert yaw.min() < -30 and yaw.max() > 30 and pitch.min() < -15 and pitch.max() > 15
     assert np.mean(np.abs(yaw) > 30) > 0.05  # not only a few extreme frames
+
+
+def test_atomic_writes_keep_the_old_file_until_the_new_one_is_complete(tmp_path):
+    import os
+
+    from gagavatar.io import atomic_path
+
+    path = tmp_path / "params.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            np.savez(tmp, a=np.ones(3))
+            raise RuntimeError("killed mid-write")
+    assert np.load(path)["a"].sum() == 0 and sorted(tmp_path.iterdir()) == [path]  # old file, no leftovers
+    with atomic_path(path) as tmp:
+        np.savez(tmp, a=np.ones(3))
+    assert np.load(path)["a"].sum() == 3 and sorted(tmp_path.iterdir()) == [path]
+    from safetensors.numpy import save_file
+
+    model = tmp_path / "model.safetensors"
+    with atomic_path(model) as tmp:
+        save_file({"a": np.ones(3)}, str(tmp))  # safetensors creates its files 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert model.stat().st_mode & 0o777 == 0o666 & ~umask  # what any new file of the user's gets

@@ -134,12 +134,14 @@ def test_compare_two_runs_in_one_table(data, runs, tmp_path):
 
     out = tmp_path / "compare"
     result = CliRunner().invoke(app, ["eval", "--compare", str(runs[0]), str(runs[1]), "--data", str(data),
-                                      "--out", str(out), "--max-pairs", "1", "--cross-pairs", "0"])
+                                      "--out", str(out), "--max-pairs", "1", "--cross-pairs", "0", "--coarse"])
     assert result.exit_code == 0, result.output
     rows = table_rows((out / "report.md").read_text())
-    assert [r[0] for r in rows] == ["Method", "run_a", "run_b"]
+    assert [r[0] for r in rows] == ["Method", "run_a", "run_a (coarse)", "run_b", "run_b (coarse)"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["checkpoint"] for r in metrics["rows"]] == [str(p / "model.safetensors") for p in runs]
+    assert [r["checkpoint"] for r in metrics["rows"]] == [str(p / "model.safetensors") for p in runs for _ in "fc"]
+    fine, coarse = metrics["rows"][:2]  # one network, two of its images: the numbers differ
+    assert fine["self"]["psnr"] != coarse["self"]["psnr"]
     assert (out / "grid.png").is_file()
 
 

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from gagavatar.model.reference_weights import deterministic_tensor, official_listing
-from gagavatar.perceptual import (LPIPS, FacePerceptualLoss, load_lpips, load_perceptual_state,
-                                  unit_normalize)
+from gagavatar.perceptual import FacePerceptualLoss, load_lpips, load_perceptual_state, unit_normalize
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Training: a few-step run writes what it promises and reloads; the loss falls on
 a fixed batch; a run killed with SIGKILL resumes to the same weights as one that
 was never interrupted."""
+import json
 import os
 import signal
 import subprocess
@@ -102,3 +103,45 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(dataset, tmp_path):
     assert a["step"] == b["step"] == 6
     for k in b["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+
+
+def _train_cli(dataset, out, batch_size: int, processes: int = 1) -> list[str]:
+    launcher = [sys.executable, "-m", "gagavatar"] if processes == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "gagavatar"]
+    model = [a for k, v in SMALL_MODEL.items() for a in ("--model", f"{k}={v}")]
+    return [*launcher, "train", "--data", str(dataset), "--out", str(out), *model, "--batch-size", str(batch_size),
+            "--max-steps", "3", "--lr", "1e-3", "--checkpoint-every", "3", "--sample-every", "100"]
+
+
+def test_two_ddp_processes_train_like_one_process_with_their_batches(dataset, tmp_path):
+    """torchrun, 2 CPU processes (gloo) x batch 1 == 1 process x batch 2: each rank takes its
+    half of every global batch, gradients are averaged, only rank 0 writes."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, batch, processes in (("ddp", 1, 2), ("one", 2, 1), ("half", 1, 1)):
+        done = subprocess.run(_train_cli(dataset, tmp_path / name, batch, processes), env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [3]  # rank 0 alone logs (the last step; --log-every is 10)
+    torch.manual_seed(0)
+    initial = build_model(config(dataset, "unused"), load_head_model(None).n_vertices).state_dict()
+    ddp, one, half = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "one", "half"))
+
+    def disagreement(run: dict) -> float:
+        """Fraction of the weights that ``one`` moved where ``run`` ends more than lr / 10 away.
+
+        Adam's first steps are close to lr * sign(gradient), so a gradient that is zero up to
+        rounding (the ranks sum in another order) can move a weight either way: a few
+        scattered weights may differ, never most of them.
+        """
+        moved = apart = 0
+        for k in one:
+            changed = one[k] != initial[k]
+            moved += int(changed.sum())
+            apart += int(((run[k] - one[k]).abs() > 1e-4)[changed].sum())
+        return apart / moved
+
+    assert disagreement(ddp) < 1e-3
+    assert disagreement(half) > 0.3  # one rank's half of the data alone trains differently

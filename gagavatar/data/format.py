@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from gagavatar.io import atomic_path
 from gagavatar.render.cameras import REFERENCE_FOCAL
 
 FORMAT_NAME = "gagavatar-dataset"
@@ -378,9 +379,8 @@ class VideoWriter:
             self._mp4.close()
             self._mp4 = None
         arrays = validate_params(params, self.info.n_frames, f"params of video {self.info.id!r}")
-        tmp = self.folder / (PARAMS_FILE + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.folder / PARAMS_FILE)
+        with atomic_path(self.folder / PARAMS_FILE) as tmp:
+            np.savez(tmp, **arrays)
         _write_json(self.folder / VIDEO_FILE, asdict(self.info))  # last: marks the video complete
         return self.info
 
@@ -590,6 +590,5 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, d: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(d, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(d, indent=1) + "\n")

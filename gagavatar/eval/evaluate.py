@@ -97,11 +97,15 @@ class Method:
 
 
 class ModelMethod(Method):
-    """A checkpoint (ours, a run folder, or the released GAGAvatar.pt)."""
+    """A checkpoint (ours, a run folder, or the released GAGAvatar.pt). ``image``: "fine" (the
+    network's output) or "coarse" (the splatted RGB before the neural renderer, its own row)."""
 
-    def __init__(self, checkpoint: str | Path, name: str | None = None):
+    def __init__(self, checkpoint: str | Path, name: str | None = None, image: str = "fine"):
+        if image not in ("fine", "coarse"):
+            raise ValueError(f"image must be 'fine' or 'coarse', got {image!r}")
         self.checkpoint = str(resolve_checkpoint(checkpoint))
-        self.name = name or checkpoint_name(checkpoint)
+        self.name = (name or checkpoint_name(checkpoint)) + (" (coarse)" if image == "coarse" else "")
+        self.image = image
         self.model = self.head = None
 
     def open(self, config: EvalConfig, size: int | None = None) -> None:
@@ -128,7 +132,8 @@ class ModelMethod(Method):
                                         batch[f"{role}_K"][:n].float(), size, size).to(dev)
         avatar = self.model.reconstruct(batch["source_image"][:1].to(dev), camera("source", 1))
         out = self.model.render(avatar, driven_vertices(self.head, batch).to(dev), camera("target", None))
-        image = (out.fine.float() + (1 - out.alpha.float()) * self.background.to(dev)).clamp(0, 1).cpu()
+        rgb = out.coarse if self.image == "coarse" else out.fine
+        image = (rgb.float() + (1 - out.alpha.float()) * self.background.to(dev)).clamp(0, 1).cpu()
         if image.shape[-1] != size:
             image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=True).clamp(0, 1)
@@ -561,27 +566,30 @@ def _jsonable(x):
 
 def evaluate(checkpoint: str | Path | None, data: str | Path, out_dir: str | Path, split: str = "test",
              cross_pairs: int = 100, max_pairs: int | None = None, device: str | None = None,
-             baselines: bool = False, name: str | None = None, **options) -> dict:
+             baselines: bool = False, name: str | None = None, coarse: bool = False, **options) -> dict:
     """Evaluate one checkpoint (file or run folder; None with ``baselines`` evaluates only the
-    baselines) on ``split`` of ``data``; writes the report to ``out_dir``. ``options``: any
-    other ``EvalConfig`` field."""
+    baselines) on ``split`` of ``data``; writes the report to ``out_dir``. ``coarse`` adds the
+    checkpoint's coarse image as a row. ``options``: any other ``EvalConfig`` field."""
     config = EvalConfig(split=split, cross_pairs=cross_pairs, max_pairs=max_pairs, device=device, **options)
-    methods = [ModelMethod(checkpoint, name)] if checkpoint is not None else []
-    if baselines:
-        methods += baseline_methods(data)
-    return evaluate_methods(methods, data, out_dir, config)
+    checkpoints = [checkpoint] if checkpoint is not None else []
+    return evaluate_methods(_methods(checkpoints, [name], data, baselines, coarse), data, out_dir, config)
 
 
 def compare(checkpoints: list[str | Path], data: str | Path, out_dir: str | Path, names: list[str] | None = None,
-            baselines: bool = False, **options) -> dict:
+            baselines: bool = False, coarse: bool = False, **options) -> dict:
     """Several checkpoints / run folders in one table (row names: ``names`` or the folder names)."""
     if names and len(names) != len(checkpoints):
         raise ValueError(f"{len(names)} names for {len(checkpoints)} checkpoints: give one name per checkpoint")
-    methods = [ModelMethod(c, n) for c, n in zip(checkpoints, names or [None] * len(checkpoints))]
+    return evaluate_methods(_methods(checkpoints, names, data, baselines, coarse), data, out_dir, EvalConfig(**options))
+
+
+def _methods(checkpoints: list, names: list | None, data, baselines: bool, coarse: bool) -> list[Method]:
+    """The table's rows: each checkpoint (then its coarse image), then the baselines."""
+    names = names or [None] * len(checkpoints)
+    images = ("fine", "coarse") if coarse else ("fine",)
+    methods = [ModelMethod(c, n, image) for c, n in zip(checkpoints, names) for image in images]
     seen = [m.name for m in methods]
     duplicates = sorted({n for n in seen if seen.count(n) > 1})
     if duplicates:
         raise ValueError(f"rows would share the names {duplicates}: give distinct names with --names")
-    if baselines:
-        methods += baseline_methods(data)
-    return evaluate_methods(methods, data, out_dir, EvalConfig(**options))
+    return methods + (baseline_methods(data) if baselines else [])

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gagavatar.io import tensor_to_image
+from gagavatar.io import tensor_to_image, write_image_grid
 
 # (mode, metric, header); arrows say which way is better
 COLUMNS = (
@@ -98,41 +98,26 @@ def write_report(result: dict, path: str | Path, grid: str | None = "grid.png") 
 
 def write_grid(example_inputs: dict, examples: dict, names: list[str], path: str | Path,
                cell: int | None = None) -> Path:
-    """A PNG: one row per example pair, columns source | driver | each method.
+    """A PNG: one row per example pair (labelled self or cross), columns source | driver | each method.
 
     example_inputs: mode -> {position: (source [3,S,S], driver [3,S,S])};
     examples: method name -> {(mode, position): generated [3,S,S]}.
     """
-    from PIL import Image, ImageDraw
-
     keys = [(mode, pos) for mode in ("self", "cross") for pos in sorted(example_inputs.get(mode, {}))]
     if not keys:
         raise ValueError("no example pairs to draw")
     size = next(iter(example_inputs[keys[0][0]].values()))[0].shape[-1]
     cell = cell or min(size, 256)
-    titles = ["source", "driver / target"] + names
-    label, gap = 14, 2
-    width = gap + len(titles) * (cell + gap)
-    height = label + gap + len(keys) * (cell + gap)
-    sheet = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for c, title in enumerate(titles):
-        draw.text((gap + c * (cell + gap) + 2, 1), title[: max(4, cell // 6)], fill=(0, 0, 0))
 
-    def tile(image: torch.Tensor) -> Image.Image:
+    def tile(image: torch.Tensor | None) -> np.ndarray | None:
+        if image is None:
+            return None
         if image.shape[-1] != cell:
             image = F.interpolate(image[None].float(), size=(cell, cell), mode="bilinear", align_corners=False,
                                   antialias=True)[0]
-        return Image.fromarray(tensor_to_image(image))
+        return tensor_to_image(image)
 
-    for r, (mode, pos) in enumerate(keys):
-        source, driver = example_inputs[mode][pos]
-        images = [source, driver] + [examples[name].get((mode, pos)) for name in names]
-        y = label + gap + r * (cell + gap)
-        for c, image in enumerate(images):
-            if image is not None:
-                sheet.paste(tile(image), (gap + c * (cell + gap), y))
-        draw.text((gap + 2, y + 2), mode, fill=(255, 255, 0))
-    path = Path(path)
-    sheet.save(path)
-    return path
+    rows = [[tile(image) for image in [*example_inputs[mode][pos]] + [examples[name].get((mode, pos)) for name in names]]
+            for mode, pos in keys]
+    return write_image_grid(rows, path, row_labels=[mode for mode, _ in keys],
+                            column_labels=["source", "driver / target"] + names)

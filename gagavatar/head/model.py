@@ -63,6 +63,16 @@ def axis_angle_to_matrix(rotvec: Tensor) -> Tensor:
     return eye + a * K + b * (K @ K)
 
 
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals [B,V,3] of a mesh: vertices [B,V,3], faces [F,3]."""
+    tri = vertices[:, faces]  # [B,F,3,3]
+    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    normals = torch.zeros_like(vertices)
+    for k in range(3):
+        normals.index_add_(1, faces[:, k], fn)
+    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+
+
 class HeadModel(nn.Module):
     """FLAME-layout head model.
 
@@ -164,7 +174,6 @@ class HeadModel(nn.Module):
 
     def arrays(self) -> dict:
         """The model in FLAME's file layout (numpy), for ``flame_io.save_head_npz``."""
-        V = self.v_template.shape[0]
         shapedirs = torch.cat([self.shapedirs[..., :self.shape_columns],
                                self.exprdirs[..., :self.expression_columns]], dim=-1)
         J = self.n_joints

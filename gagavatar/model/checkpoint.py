@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from gagavatar.io import atomic_path
 from gagavatar.model.config import ModelConfig
 from gagavatar.model.official import PERCEPTUAL_PREFIX, CheckpointError, build_from_state
 
@@ -21,14 +22,13 @@ def save(model, path: str | Path) -> Path:
     """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.perceptual_state:
         tensors.update({k: v.contiguous().cpu() for k, v in model.perceptual_state.items()})
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
-    save_file(tensors, str(path), metadata=metadata)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def _metadata(path: Path) -> dict:

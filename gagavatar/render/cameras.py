@@ -85,23 +85,6 @@ def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None)
     return view
 
 
-def orbit(n: int, radius: float = 5.0, yaw_range: float = 30.0, pitch: float = 0.0,
-          target=(0.0, 0.0, 0.0)) -> Tensor:
-    """Viewmats [n,4,4] circling ``target``; yaw sweeps +-yaw_range degrees and back.
-
-    The head faces +z (FLAME convention), so yaw 0 puts the camera on the +z axis.
-    """
-    t = torch.arange(n, dtype=torch.float32) / max(n, 1)
-    yaw = torch.deg2rad(torch.tensor(yaw_range)) * torch.sin(2 * math.pi * t)
-    pitch_rad = math.radians(pitch)
-    eye = torch.stack([
-        radius * torch.sin(yaw) * math.cos(pitch_rad),
-        torch.full_like(yaw, radius * math.sin(pitch_rad)),
-        radius * torch.cos(yaw) * math.cos(pitch_rad),
-    ], dim=-1) + torch.tensor(target)
-    return look_at(eye, torch.tensor(target).expand(n, 3))
-
-
 @dataclass
 class Camera:
     """A batch of pinhole cameras: OpenCV ``viewmat`` [B,4,4], pixel ``K`` [B,3,3].
@@ -173,3 +156,21 @@ class Camera:
         cam = points @ self.viewmat[:, :3, :3].transpose(-1, -2) + self.viewmat[:, None, :3, 3]
         uv = cam @ self.K.transpose(-1, -2)
         return uv[..., :2] / uv[..., 2:3]
+
+
+def orbit(camera: Camera, n: int, yaw: float = 30.0, pitch: float = 8.0) -> Camera:
+    """``n`` cameras [n] circling the world origin (the head) at ``camera``'s distance, starting
+    from its first view: yaw sweeps +-``yaw`` degrees and back, pitch nods +-``pitch`` twice."""
+    t = torch.arange(n, dtype=torch.float64) / max(n, 1)
+    a = torch.deg2rad(torch.tensor(yaw, dtype=torch.float64)) * torch.sin(2 * math.pi * t)
+    b = torch.deg2rad(torch.tensor(pitch, dtype=torch.float64)) * torch.sin(4 * math.pi * t)
+    ca, sa, cb, sb = a.cos(), a.sin(), b.cos(), b.sin()
+    rot = torch.zeros(n, 4, 4, dtype=torch.float64)
+    # world rotation about y (yaw) then x (pitch); the camera sees the rotated head
+    ry = torch.stack([ca, torch.zeros_like(a), sa, torch.zeros_like(a), torch.ones_like(a), torch.zeros_like(a),
+                      -sa, torch.zeros_like(a), ca], -1).view(n, 3, 3)
+    rx = torch.stack([torch.ones_like(b), torch.zeros_like(b), torch.zeros_like(b), torch.zeros_like(b), cb, -sb,
+                      torch.zeros_like(b), sb, cb], -1).view(n, 3, 3)
+    rot[:, :3, :3], rot[:, 3, 3] = rx @ ry, 1.0
+    view = camera.viewmat[:1].double() @ rot
+    return Camera(view.to(camera.viewmat.dtype), camera.K[:1].expand(n, 3, 3), camera.width, camera.height)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gagavatar.head.model import vertex_normals
+
 # ---------------------------------------------------------------------------
 # Landmark groups of the supported landmark formats (which points form the lips, eyes, ...)
 # "right"/"left" are the subject's; FLAME's x axis points to the subject's left.
@@ -141,16 +143,6 @@ class Appearance:
 
 # ---------------------------------------------------------------------------
 # Geometry helpers
-
-def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """Area-weighted vertex normals [B,V,3] of vertices [B,V,3] and faces [F,3]."""
-    tri = vertices[:, faces]  # [B,F,3,3]
-    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-    normals = torch.zeros_like(vertices)
-    for k in range(3):
-        normals.index_add_(1, faces[:, k], fn)
-    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
-
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     """Rotation matrices [N,3,3] -> unit quaternions [N,4] (w, x, y, z)."""

@@ -35,8 +35,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gagavatar.head.flame_io import save_head_npz
+from gagavatar.head.model import vertex_normals
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "head"
 CANONICAL_FACE_PATH = ASSETS / "mediapipe_canonical_face.obj"
@@ -124,16 +126,6 @@ def ray_triangle_hits(origins, dirs, tri, chunk=512):
         ub, vb = u[rows, best], v[rows, best]
         b_out[s:s + chunk] = np.where(good[:, None], np.stack([1 - ub - vb, ub, vb], -1), 0.0)
     return t_out, f_out, b_out
-
-
-def vertex_normals(vertices, faces):
-    """Area-weighted vertex normals [V,3] of a mesh (numpy)."""
-    tri = vertices[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    out = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(out, faces[:, k], n)
-    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
 
 def load_canonical_face():
@@ -481,7 +473,7 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     lip_side[:n_skin_v] = np.where(row_of[:n_skin_v] < i_m, 1.0, np.where(row_of[:n_skin_v] > i_m, -1.0, 0.0))
     lip_side[index[i_m, slit_cols]] = 1.0
     lip_side[cut] = -1.0
-    normals = vertex_normals(v_template, f_all)
+    normals = vertex_normals(torch.from_numpy(v_template)[None], torch.from_numpy(f_all))[0].numpy()
     geo = dict(v=v_template, n=normals, skin=is_skin, eye_slices=eye_slices, eyes=eyes, canon=canon,
                lip_side=lip_side, row=row_of, i_m=i_m, slit_cols=slit_cols, index=index,
                lower_index=lower_index, phis=phis, thetas=thetas, r_fill=r_fill, R=R)

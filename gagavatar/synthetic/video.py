@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from gagavatar.data.format import (DEFAULT_SCALE, FRAME_FORMATS, SPLITS, Dataset, VideoWriter, default_params,
                                    update_index)
+from gagavatar.head.model import vertex_normals
+from gagavatar.io import write_image_grid
 from gagavatar.render.cameras import REFERENCE_FOCAL, Camera, intrinsics, look_at, viewmat_to_reference
-from gagavatar.synthetic.appearance import (HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade,
-                                            vertex_normals)
+from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 
 CROP_SCALE = 1.65          # the reference crops a square of 1.65 x the head box
 SYNTHETIC_HEAD_ID = "synthetic-default"  # = gagavatar.head.HeadModel.default()
@@ -455,11 +455,5 @@ def contact_sheet(dataset: Dataset, split: str, path: str | Path, rows: int = 8,
             order.append(v)
     order += [v for v in videos if v not in order]
     order = order[:rows]
-    size = max(v.width for v in order)
-    gap = 2
-    sheet = Image.new("RGB", (cols * (size + gap) + gap, len(order) * (size + gap) + gap), (255, 255, 255))
-    for r, v in enumerate(order):
-        for c, f in enumerate(np.linspace(0, v.n_frames - 1, cols).round().astype(int)):
-            sheet.paste(Image.fromarray(v.frame(int(f))), (gap + c * (size + gap), gap + r * (size + gap)))
-    sheet.save(path)
-    return Path(path)
+    return write_image_grid([[v.frame(int(f)) for f in np.linspace(0, v.n_frames - 1, cols).round().astype(int)]
+                             for v in order], path)

@@ -7,7 +7,6 @@ one. ``latest_checkpoint`` finds the newest complete one.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -15,20 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gagavatar.io import atomic_path
+
 _PATTERN = re.compile(r"step_(\d+)\.pt$")
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to ``path`` through a temp file in the same folder + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """torch.save to ``path`` atomically (``gagavatar.io.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def rng_state() -> dict:

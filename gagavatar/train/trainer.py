@@ -97,6 +97,13 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """True when ``flag`` holds on every rank (so all ranks take the same branch)."""
+        flag = flag.detach().float().reshape(1)
+        if self.enabled:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     """Adam with the reference's groups (refiner style MLP / final linear at low lr) and LinearLR."""
@@ -144,18 +151,15 @@ def to_device(batch: dict, device) -> dict:
 
 def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
     """PNG of rows of source | target | coarse | fine."""
-    from PIL import Image
-
-    from gagavatar.io import tensor_to_image
+    from gagavatar.io import tensor_to_image, write_image_grid
 
     n = min(rows, out.fine.shape[0])
     size = out.fine.shape[-1]
     resize = lambda x: torch.nn.functional.interpolate(x[:n].float(), size=(size, size), mode="bilinear",  # noqa: E731
                                                        align_corners=False, antialias=True)
     cols = [resize(batch["source_image"]), resize(batch["target_image"]), out.coarse[:n].float(), out.fine[:n].float()]
-    grid = torch.cat([torch.cat(cols, dim=-1)[i] for i in range(n)], dim=-2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(tensor_to_image(grid)).save(path)
+    write_image_grid([[tensor_to_image(col[i]) for col in cols] for i in range(n)], path,
+                     column_labels=["source", "target", "coarse", "fine"])
 
 
 def plot_losses(metrics_path: Path, out_path: Path) -> None:
@@ -257,9 +261,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         loss, terms = loss_fn(out.coarse.float(), out.fine.float(), batch["target_image"], batch["target_bbox"],
                               vertices, out.lifted_points.float())
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        # a rank that skipped backward alone would leave the others waiting in the gradient all-reduce
+        if not ctx.all_true(torch.isfinite(loss)):
             skipped += 1
-            console.print(f"[red]step {step}: loss is {loss.item()}, step skipped ({skipped} so far)[/red]")
+            console.print(f"[red]step {step}: loss is {loss.item()} (on this or another rank), step skipped "
+                          f"({skipped} so far)[/red]")
         else:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
