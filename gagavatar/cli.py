@@ -42,7 +42,10 @@ def train(
                       head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
                       sample_every=sample_every, num_workers=num_workers, seed=seed,
                       model=_overrides(model))
-    run_training(cfg, resume=resume)
+    try:
+        run_training(cfg, resume=resume)
+    except USER_ERRORS as e:
+        _fail(e)
 
 
 def _overrides(items: list[str]) -> dict:

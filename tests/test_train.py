@@ -145,3 +145,17 @@ def test_two_ddp_processes_train_like_one_process_with_their_batches(dataset, tm
 
     assert disagreement(ddp) < 1e-3
     assert disagreement(half) > 0.3  # one rank's half of the data alone trains differently
+
+
+def test_cli_errors_name_the_problem(dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from gagavatar.cli import app
+
+    runner = CliRunner()
+    for args, message in (([f"--data={tmp_path / 'nowhere'}"], "does not exist"),
+                          ([f"--data={dataset}", "--model", "plane_sise=32"], "plane_sise"),
+                          ([f"--data={dataset}", "--model", "plane_size"], "KEY=VALUE")):
+        result = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--max-steps", "1", *args])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
