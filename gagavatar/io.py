@@ -54,6 +54,10 @@ def tensor_to_image(image) -> np.ndarray:
     return (image.detach().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
+_UMASK = os.umask(0)  # read once, at import: setting it later would race other threads' file creation
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` to write to; on success it replaces ``path`` in one
@@ -66,9 +70,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # some writers (safetensors) create 0600 files
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers (safetensors) create 0600 files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -272,5 +272,3 @@ class Animator:
                 out.fine + (1 - out.alpha) * torch.tensor(self.background, device=self.device).view(1, 3, 1, 1)
             for image in fine:
                 yield tensor_to_image(image)
-
-
