@@ -195,13 +195,9 @@ def load_perceptual_state(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"perceptual weights not found at {path}. {WHERE_TO_GET}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from gagavatar.model.official import read_checkpoint_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else state
+    state = read_checkpoint_file(path)
     found = {k: v for k, v in state.items() if k.startswith(PERCEPTUAL_PREFIX)}
     if not found:
         raise ValueError(f"{path} holds no '{PERCEPTUAL_PREFIX}*' tensors. {WHERE_TO_GET}")

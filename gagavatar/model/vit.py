@@ -202,22 +202,12 @@ BACKBONE_PREFIXES = ("base_model.dino_model.", "backbone.", "")
 def read_backbone_state(path: str | Path) -> dict[str, Tensor]:
     """DINOv2 tensors from a file: an official DINOv2 ``.pth``, GAGAvatar.pt, or
     a gagavatar ``.safetensors``. Keys are returned without any prefix."""
+    from gagavatar.model.official import read_checkpoint_file  # here: official imports the network, which imports this
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - re-raised with the reason
-            raise ValueError(f"{path} could not be read as plain tensors (torch.load weights_only=True): {err}") from err
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+    state = read_checkpoint_file(path)
     for prefix in BACKBONE_PREFIXES:
         if prefix + "pos_embed" in state:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
