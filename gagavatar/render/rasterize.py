@@ -22,6 +22,7 @@ gradients block by block, so memory stays bounded by the block size.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -129,6 +130,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, f
                             width, height, background, near_plane)
 
 
+@functools.cache  # asked on every frame; a failed import is not cached by Python
 def gsplat_available() -> bool:
     """True when the gsplat package can be imported and CUDA is available."""
     if not torch.cuda.is_available():

@@ -390,7 +390,8 @@ def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config:
     frame_index = np.arange(F) if frame_index is None else np.asarray(frame_index)
     adjacent = torch.as_tensor(np.diff(frame_index) == 1, dtype=torch.float32)  # [F-1]
     with torch.no_grad():
-        rig = LandmarkRig(head.cpu(), n_shape=config.shape_components)
+        # not head.cpu(): that would move the caller's head; the rig copies what it needs to the CPU
+        rig = LandmarkRig(head, n_shape=config.shape_components)
     indices = rig.indices
     tgt_all = torch.as_tensor(targets[:, indices] / (image_size / 2.0) - 1.0, dtype=torch.float32)
     inv_sigma = landmark_weights(indices, config)

@@ -7,6 +7,7 @@ reference tracker's optim.pkl / smoothed.pkl / img_lmdb). See docs/tracking.md.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,13 +21,12 @@ from gagavatar.data.format import VideoWriter, update_index
 from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
 from gagavatar.tracking import framing, smoothing
 from gagavatar.tracking import reference_format as refmt
-from gagavatar.tracking.fitting import FitConfig, FitResult, fit_landmarks
+from gagavatar.tracking.fitting import WORLD_SCALE, FitConfig, FitResult, fit_landmarks
 from gagavatar.tracking.landmarks import LandmarkDetector
 from gagavatar.tracking.matting import Segmenter
 
 log = logging.getLogger(__name__)
 
-WORLD_SCALE = 5.0  # the reference's FLAME x 5 (SPEC §1)
 TRACKING_FILE = "tracking.npz"
 
 
@@ -124,8 +124,9 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     if source.is_file() and not is_video and not gio.is_image(source):
         raise gio.InputError(f"{source}: not an image ({', '.join(gio.IMAGE_EXTENSIONS)}) or video "
                              f"({', '.join(gio.VIDEO_EXTENSIONS)}) file")
-    fps = gio.video_info(source).fps if is_video else 25.0
-    total = gio.video_info(source).n_frames if is_video else len(gio.frame_names(source) or [])
+    info = gio.video_info(source) if is_video else None
+    fps = info.fps if is_video else 25.0
+    total = info.n_frames if is_video else len(gio.frame_names(source) or [])
     total = total if max_frames is None else min(total, max_frames)
     video_id = video_id or source.stem
     head = head_model if head_model is not None else HeadModel.default()
@@ -162,7 +163,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
                 lmk_crop.append(framed.landmarks.points)
                 last_box = box
                 if lmdb is not None:
-                    lmdb.add(refmt.reference_key(video_id, int(sum(valid))), framed.image)
+                    lmdb.add(refmt.reference_key(video_id, len(lmdb.keys)), framed.image)  # n-th face frame
             else:
                 box = _fallback_box(frame.shape, last_box)
                 raw = framing.crop(frame, box, size)
@@ -321,12 +322,13 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
     """overlay.mp4 (several frames) or overlay.jpg (one image) next to the video's frames."""
     from PIL import Image
 
-    from gagavatar.data.format import Dataset
+    from gagavatar.data.format import VideoRecord
     from gagavatar.tracking.overlay import overlay_frame
 
-    record = next(v for v in Dataset(folder.parent).videos if (folder.parent / v.info.path) == folder)
+    record = VideoRecord.open(folder)
     F = len(valid)
-    faces = head.faces.cpu().numpy()
+    head = copy.deepcopy(head).cpu().float()  # a copy: Module.cpu()/float() would move the caller's head
+    faces = head.faces.numpy()
     shape = torch.as_tensor(params["shape"])[None]
 
     def frames():
@@ -334,9 +336,9 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
         for start in range(0, F, 32):
             idx = np.arange(start, min(F, start + 32))
             with torch.no_grad():
-                verts = head.cpu().float()(shape, torch.as_tensor(params["expression"][idx]),
-                                           jaw_pose=torch.as_tensor(params["jaw_pose"][idx]),
-                                           eye_pose=torch.as_tensor(params["eye_pose"][idx])) / head.scale
+                verts = head(shape, torch.as_tensor(params["expression"][idx]),
+                             jaw_pose=torch.as_tensor(params["jaw_pose"][idx]),
+                             eye_pose=torch.as_tensor(params["eye_pose"][idx])) / head.scale
             verts = verts.numpy() * WORLD_SCALE
             for j, i in enumerate(idx):
                 crop = record.frame(int(i))
