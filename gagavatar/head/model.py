@@ -219,7 +219,7 @@ class HeadModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _coefficients(self, x: Tensor | None, n: int, used: int, what: str, B: int, like: Tensor) -> Tensor | None:
+    def _coefficients(self, x: Tensor | None, n: int, used: int, what: str, like: Tensor) -> Tensor | None:
         """[B, used] coefficients (missing columns are zero), or None when nothing is used."""
         if x is None or used == 0:
             return None
@@ -253,8 +253,8 @@ class HeadModel(nn.Module):
         for x in inputs:
             if x is not None and x.shape[0] not in (1, B):
                 raise ValueError(f"batch sizes disagree: {[None if t is None else tuple(t.shape) for t in inputs]}")
-        beta = self._coefficients(shape, self.n_shape, self.shape_columns, "shape", B, ref)
-        psi = self._coefficients(expression, self.n_expression, self.expression_columns, "expression", B, ref)
+        beta = self._coefficients(shape, self.n_shape, self.shape_columns, "shape", ref)
+        psi = self._coefficients(expression, self.n_expression, self.expression_columns, "expression", ref)
         pose = torch.cat([self._pose(global_pose, 3, "global_pose", B, ref), self._pose(neck_pose, 3, "neck_pose", B, ref),
                           self._pose(jaw_pose, 3, "jaw_pose", B, ref), self._pose(eye_pose, 6, "eye_pose", B, ref)], 1)
         J = self.n_joints

@@ -235,11 +235,10 @@ class GAGAvatar(nn.Module):
 
         size = self.config.render_size
         B = vertices.shape[0]
-        avatar = avatar.expand(B)
         if camera.batch not in (1, B):
             raise ValueError(f"{B} frames of vertices but {camera.batch} cameras")
         dtype = torch.promote_types(avatar.features.dtype, torch.float32)  # splat in float32 at least
-        avatar = avatar.to(dtype)
+        avatar = avatar.to(dtype).expand(B)  # cast first: casting a broadcast avatar would copy it B times
         cam = camera.resized(size, size).to(device=self.device, dtype=dtype)
         viewmats, Ks = cam.viewmat.expand(B, 4, 4), cam.K.expand(B, 3, 3)
         means = avatar.means(vertices.to(self.device))

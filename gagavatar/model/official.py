@@ -143,10 +143,10 @@ def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, d
         from gagavatar.model.checkpoint import is_gagavatar_checkpoint, load
 
         if is_gagavatar_checkpoint(path):
-            model = load(path, device=device)
+            model = load(path, device=device, dtype=dtype)
             if model.config.name != "paper":
                 raise CheckpointError(f"{path} holds a '{model.config.name}' model, not the released paper weights")
-            return model.to(dtype) if dtype is not None else model
+            return model
     network, perceptual = split_official(read_checkpoint_file(path))
     if perceptual is None:
         log.warning("%s has no perceptual network (percep_loss.*): fine for inference; training's perceptual "

@@ -539,7 +539,7 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         if style == "curly":
             flow = rng.normal(size=flow.shape)
         q = frame_quaternions(hair.n, flow)
-        s = math.sqrt((areas * ~face_is_eye).sum() * 0.4 / max(n_hair, 1))
+        s = math.sqrt(total_area * 0.4 / max(n_hair, 1))
         strand = noise(hair.p * np.array([1.0, 0.2, 1.0]), 600.0, 2)  # streaks along the flow
         shade_ = (0.7 + 0.3 * h / thickness)[:, None] * (1 + 0.25 * strand[:, None])
         col = look.hair * shade_
@@ -555,7 +555,7 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         # a shell over the crown (thicker than hair), with a brim over the forehead
         capline = lambda q, n_: scalp(q, lower=-0.15)  # noqa: E731
         cap = sample(int(n_gaussians * 0.18), ~face_is_eye, keep=capline)
-        s = math.sqrt((areas * ~face_is_eye).sum() * 0.3 / max(len(cap.p), 1))
+        s = math.sqrt(total_area * 0.3 / max(len(cap.p), 1))
         col = look.cap * (1 + 0.05 * noise(cap.p, 80.0, 1)[:, None])
         builder.add("cap", faces[cap.face], cap.bary, frame_quaternions(cap.n, np.cross(cap.n, up) + 1e-3),
                     [1.0 * s, 1.0 * s, 0.3 * s], col, normal_offset=look.hair_thickness + 0.008, cullable=True,
@@ -575,7 +575,7 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
 
         patchy = lambda q, n_: beard_region(q, n_) & (noise(q, 150.0, 2) > 0.6 - 1.2 * look.beard)  # noqa: E731
         beard = sample(int(n_gaussians * 0.12), ~face_is_eye, keep=patchy)
-        s = math.sqrt((areas * ~face_is_eye).sum() * 0.12 / max(len(beard.p), 1))
+        s = math.sqrt(total_area * 0.12 / max(len(beard.p), 1))
         h = rng.uniform(0.2, 1.0, len(beard.p)) * 0.006
         q = frame_quaternions(beard.n, np.tile(np.array([0.0, -1.0, 0.0]), (len(beard.p), 1)))
         col = look.hair * 0.8 * (1 + 0.3 * noise(beard.p, 700.0, 1)[:, None])

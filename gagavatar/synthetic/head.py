@@ -943,8 +943,6 @@ def part_colors(parts: dict, n_vertices: int) -> np.ndarray:
 
 def _matrix_to_quat(R):
     """Rotation matrices [...,3,3] -> quaternions [...,4] (w, x, y, z)."""
-    import torch
-
     w = torch.sqrt(torch.clamp(1 + R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2], min=1e-12)) / 2
     x = torch.sqrt(torch.clamp(1 + R[..., 0, 0] - R[..., 1, 1] - R[..., 2, 2], min=0)) / 2
     y = torch.sqrt(torch.clamp(1 - R[..., 0, 0] + R[..., 1, 1] - R[..., 2, 2], min=0)) / 2
@@ -961,8 +959,6 @@ def surface_gaussians(vertices, faces, vertex_colors=None, light=(0.35, 0.45, 1.
     vertices [B,V,3], faces [F,3], vertex_colors [V,3] or None (grey). Returns
     means [B,F,3], quats [B,F,4] (wxyz), scales [B,F,3], opacities [B,F], colors [B,F,3].
     """
-    import torch
-
     tri = vertices[:, faces]  # [B,F,3,3]
     centre = tri.mean(2)
     e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
@@ -983,9 +979,7 @@ def surface_gaussians(vertices, faces, vertex_colors=None, light=(0.35, 0.45, 1.
         vc = torch.as_tensor(vertex_colors, dtype=vertices.dtype, device=vertices.device)
         albedo = vc[faces].mean(1)[None].expand(vertices.shape[0], -1, -1)
     # shade with interpolated vertex normals (smooth), oriented like the face
-    vn = torch.zeros_like(vertices).index_add_(1, faces.reshape(-1), (n * area).repeat_interleave(3, dim=1))
-    vn = torch.nn.functional.normalize(vn, dim=-1)
-    sn = torch.nn.functional.normalize(vn[:, faces].mean(2), dim=-1)
+    sn = torch.nn.functional.normalize(vertex_normals(vertices, faces)[:, faces].mean(2), dim=-1)
     ld = torch.nn.functional.normalize(torch.tensor(light, dtype=vertices.dtype, device=vertices.device), dim=0)
     shade = 0.25 + 0.75 * (sn @ ld).clamp_min(0)[..., None]
     opac = torch.full(n.shape[:2], 0.95, dtype=vertices.dtype, device=vertices.device)
@@ -997,8 +991,6 @@ CONTACT_EXPRESSIONS = ("neutral", "jaw open", "smile", "pucker + brows", "blink 
 
 def contact_expression_params(model, which: str):
     """(expression [1,E], jaw_pose [1,3], eye_pose [1,6]) of a ``CONTACT_EXPRESSIONS`` entry."""
-    import torch
-
     E = model.n_expression
     e, jaw, eye = torch.zeros(1, E), torch.zeros(1, 3), torch.zeros(1, 6)
     col = {name: i for i, name in enumerate(EXPRESSIONS)}
@@ -1026,8 +1018,6 @@ def render_head(model, vertices, yaw_degrees, size=160, vertex_colors=None, foca
     ``faces`` [F,3] defaults to the model's triangles. Returns (image [B,3,H,W],
     alpha [B,1,H,W]); the camera looks at (0, -0.02, 0).
     """
-    import torch
-
     from gagavatar.render.cameras import Camera
     from gagavatar.render.rasterize import rasterize
 
@@ -1045,8 +1035,6 @@ def render_head(model, vertices, yaw_degrees, size=160, vertex_colors=None, foca
 
 def visible_faces(faces, parts: dict | None):
     """Triangles to draw: all but the fan closing the neck (sliver triangles seen edge-on)."""
-    import torch
-
     if not parts or "neck_cap" not in parts or not parts["neck_cap"].any():
         return faces
     cap = torch.as_tensor(np.nonzero(parts["neck_cap"])[0], device=faces.device)
@@ -1062,7 +1050,6 @@ def contact_sheet(model=None, path: str | Path | None = None, yaws=(-60, -30, 0,
     ``parts`` (``load_parts()``) colour another synthetic head. Returns the sheet as
     uint8 [H,W,3] and writes it as PNG when ``path`` is given.
     """
-    import torch
     from PIL import Image
 
     from gagavatar.head import DEFAULT_HEAD_PATH, HeadModel
