@@ -136,16 +136,22 @@ class FacePerceptualLoss(nn.Module):
                              f"{unexpected[:5]}. {WHERE_TO_GET}")
         return loss
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        """Scalar loss between images x, y [B,3,H,W] in [0, 1] (gradients flow to both)."""
-        alex_x = self.net((x - self.mean) / self.std)
-        alex_y = self.net((y - self.mean) / self.std)
-        vgg_x, vgg_y = self.vggface(x), self.vggface(y)
-        total = x.new_zeros(())
+    def features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """AlexNet and VGG-Face features of images x [B,3,H,W] in [0, 1]."""
+        return self.net((x - self.mean) / self.std), self.vggface(x)
+
+    def distance(self, fx: tuple[list[Tensor], list[Tensor]], fy: tuple[list[Tensor], list[Tensor]]) -> Tensor:
+        """Scalar loss between two images' ``features``."""
+        (alex_x, vgg_x), (alex_y, vgg_y) = fx, fy
+        total = alex_x[0].new_zeros(())
         for w, ax, ay, vx, vy in zip(self.layer_weights, alex_x, alex_y, vgg_x, vgg_y):
             total = total + w * (unit_normalize(ax) - unit_normalize(ay)).abs().sum(1).mean()
             total = total + 0.5 * w * (unit_normalize(vx) - unit_normalize(vy)).abs().sum(1).mean()
         return total
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Scalar loss between images x, y [B,3,H,W] in [0, 1] (gradients flow to both)."""
+        return self.distance(self.features(x), self.features(y))
 
 
 class LPIPS(nn.Module):

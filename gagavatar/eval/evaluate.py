@@ -212,9 +212,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         model = path / MODEL_FILE
         if not model.is_file():
-            states = sorted(path.glob("step_*.pt"))
-            hint = (f" (it holds training states such as {states[-1].name}; the run has not finished: "
-                    f"finish it with `gagavatar train --resume`)") if states else ""
+            from gagavatar.train.state import latest_checkpoint
+
+            state = latest_checkpoint(path)
+            hint = (f" (it holds training states such as {state.name}; the run has not finished: "
+                    f"finish it with `gagavatar train --resume`)") if state else ""
             raise FileNotFoundError(f"{path}: no {MODEL_FILE} in this run folder{hint}")
         return model
     if not path.is_file():
@@ -232,13 +234,13 @@ def checkpoint_name(path: str | Path) -> str:
 
 def _load_head(head_model: str | None, checkpoint: str | None = None):
     """The head model: the given file, else the one the run was trained with, else the bundled one."""
-    from gagavatar.head import HeadModel
+    from gagavatar.train.trainer import load_head_model
 
     if head_model is None and checkpoint is not None:
         run_config = Path(checkpoint).parent / "config.json"
         if Path(checkpoint).name == MODEL_FILE and run_config.is_file():
             head_model = json.loads(run_config.read_text()).get("head_model")
-    return HeadModel.default() if head_model is None else HeadModel.load(head_model)
+    return load_head_model(head_model)
 
 
 @torch.no_grad()

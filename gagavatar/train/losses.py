@@ -107,8 +107,10 @@ class GAGAvatarLoss(nn.Module):
         coarse_box, fine_box = crop_boxes(coarse, box, side), crop_boxes(fine, box, side)
         terms["box"] = cfg.box * (F.l1_loss(coarse_box, target_box) + F.l1_loss(fine_box, target_box))
         if self.perceptual is not None and cfg.perceptual > 0:
-            terms["perceptual"] = cfg.perceptual * (self.perceptual(coarse_box, target_box)
-                                                    + self.perceptual(fine_box, target_box))
+            p = self.perceptual
+            target_features = p.features(target_box)  # once for both images
+            terms["perceptual"] = cfg.perceptual * (p.distance(p.features(coarse_box), target_features)
+                                                    + p.distance(p.features(fine_box), target_features))
         if vertices is not None and lifted_points is not None and cfg.lifting > 0:
             terms["lifting"] = cfg.lifting * nearest_squared_distance(vertices, lifted_points).mean()
         return sum(terms.values()), {k: v.detach() for k, v in terms.items()}
