@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gagavatar import io as gio
 from gagavatar.reenact import Animator, MotionControls, drive_parameters, load_tracked
@@ -59,6 +60,7 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
 
     from gagavatar.tracking import framing
     from gagavatar.tracking.fitting import FitConfig, fit_landmarks
+    from gagavatar.tracking.rig import LandmarkRig
     from gagavatar.tracking.landmarks import LandmarkDetector
     from gagavatar.tracking.matting import Segmenter
 
@@ -71,6 +73,8 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
     detector, segmenter = LandmarkDetector(video=True), Segmenter()
     framer = framing.Framer(segmenter, 512, framing.BOX_EMA)
     config = FitConfig(iterations=3)
+    with torch.no_grad():
+        rig = LandmarkRig(animator.head, n_shape=config.shape_components)  # once, not per frame
     writer_frames, shape, first, last_image = [], None, None, None
     window = _Window() if show else None
     stats, t_start = LiveStats(), time.perf_counter()
@@ -85,7 +89,8 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
                 image = last_image if last_image is not None else np.zeros((animator.size,) * 2 + (3,), np.uint8)
             else:
                 framed = framer(frame, landmarks)
-                fit = fit_landmarks(animator.head, framed.landmarks.points[None, :, :2], 512, config, shape=shape)
+                fit = fit_landmarks(animator.head, framed.landmarks.points[None, :, :2], 512, config, shape=shape,
+                                   rig=rig)
                 shape = fit.shape if shape is None else shape
                 current = {"expression": fit.expression, "jaw_pose": fit.jaw_pose, "eye_pose": fit.eye_pose,
                            "neck_pose": np.zeros((1, 3), np.float32), "transform": fit.transform}

@@ -373,7 +373,7 @@ def _single_thread():
 
 def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config: FitConfig = FitConfig(),
                   shape: np.ndarray | None = None, frame_index: np.ndarray | None = None,
-                  progress=None) -> FitResult:
+                  progress=None, rig: LandmarkRig | None = None) -> FitResult:
     """Fit one video's frames.
 
     head: the head model (its own ``scale`` is ignored: the fit works in world
@@ -382,6 +382,8 @@ def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config:
     frame_index: [F] each row's frame number; temporal smoothness links rows
     whose frames are adjacent (default: all consecutive rows). shape: a known
     shape [S] (then it is kept fixed). progress: optional callable(n_frames_done).
+    rig: ``LandmarkRig(head, n_shape=config.shape_components)`` built once by a caller
+    that fits frame after frame (the live loop), else built here.
     """
     targets = np.asarray(targets, dtype=np.float64)
     if targets.ndim != 3 or targets.shape[1:] != (N_LANDMARKS, 2):
@@ -389,9 +391,10 @@ def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config:
     F = targets.shape[0]
     frame_index = np.arange(F) if frame_index is None else np.asarray(frame_index)
     adjacent = torch.as_tensor(np.diff(frame_index) == 1, dtype=torch.float32)  # [F-1]
-    with torch.no_grad():
-        # not head.cpu(): that would move the caller's head; the rig copies what it needs to the CPU
-        rig = LandmarkRig(head, n_shape=config.shape_components)
+    if rig is None:
+        with torch.no_grad():
+            # not head.cpu(): that would move the caller's head; the rig copies what it needs to the CPU
+            rig = LandmarkRig(head, n_shape=config.shape_components)
     indices = rig.indices
     tgt_all = torch.as_tensor(targets[:, indices] / (image_size / 2.0) - 1.0, dtype=torch.float32)
     inv_sigma = landmark_weights(indices, config)
