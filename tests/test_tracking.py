@@ -387,6 +387,10 @@ def test_odd_inputs(astronaut, tmp_path, head):
     assert plain.n_tracked == 0 and plain.no_face == [0]
     assert np.load(plain.video_dir / "params.npz")["valid"].tolist() == [False]
     assert (plain.video_dir / "frames" / "000000.jpg").is_file()  # every frame keeps its file
+    # a frame without a face still has one camera, in front of the head: params and tracking.npz agree
+    transform = np.load(plain.video_dir / "params.npz")["transform"]
+    viewmat = np.load(plain.video_dir / "tracking.npz")["viewmat"]
+    assert np.allclose(Camera.from_reference(torch.as_tensor(transform)).viewmat.numpy(), viewmat, atol=1e-6)
     gray = run("gray.png")
     assert gray.n_tracked == 1 and gio.read_image(gray.video_dir / "frames" / "000000.jpg").shape == (512, 512, 3)
     assert run("tiny.png").n_tracked == 0

@@ -18,7 +18,7 @@ import torch
 
 from gagavatar import io as gio
 from gagavatar.data.format import VideoWriter, update_index
-from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
+from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics, reference_to_viewmat, viewmat_to_reference
 from gagavatar.tracking import framing, smoothing
 from gagavatar.tracking import reference_format as refmt
 from gagavatar.tracking.fitting import WORLD_SCALE, FitConfig, FitResult, fit_landmarks
@@ -248,21 +248,16 @@ def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_bo
     """params.npz arrays (FRAME_ARRAYS of gagavatar.data.format) and tracking.npz arrays."""
     F = len(valid)
     S, E = head.n_shape, head.n_expression
-    eye3 = np.eye(3, dtype=np.float32)
     default_view = np.eye(4, dtype=np.float32)
     default_view[:3, :3] = np.diag([1.0, -1.0, -1.0])
-    default_view[2, 3] = 10.0
-    if fit is not None:
-        transform, eye_pose = smoothing.smooth_track(fit.transform, fit.eye_pose, smooth)
-        from gagavatar.render.cameras import reference_to_viewmat
-
-        view = reference_to_viewmat(torch.as_tensor(transform)).numpy()
+    default_view[2, 3] = 10.0  # in front of the face, 10 units away
+    default_transform = viewmat_to_reference(torch.as_tensor(default_view)[None])[0].numpy()
     K = intrinsics(REFERENCE_FOCAL, size, size, F).numpy()
     fill = lambda vals, default: _fill_invalid(vals, valid_idx, F, np.asarray(default, np.float32))  # noqa: E731
     if fit is not None:
-        from gagavatar.render.cameras import viewmat_to_reference
-
-        transform_all = fill(transform, viewmat_to_reference(torch.as_tensor(default_view)[None])[0].numpy())
+        transform, eye_pose = smoothing.smooth_track(fit.transform, fit.eye_pose, smooth)
+        view = reference_to_viewmat(torch.as_tensor(transform)).numpy()
+        transform_all = fill(transform, default_transform)
         params = {
             "shape": fit.shape,
             "expression": fill(fit.expression, np.zeros(E)),
@@ -276,7 +271,7 @@ def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_bo
     else:
         params = {"shape": np.zeros(S, np.float32), "expression": np.zeros((F, E), np.float32),
                   "jaw_pose": np.zeros((F, 3), np.float32), "eye_pose": np.zeros((F, 6), np.float32),
-                  "transform": np.tile(np.concatenate([eye3, [[0], [0], [10]]], 1), (F, 1, 1)).astype(np.float32)}
+                  "transform": np.tile(default_transform, (F, 1, 1)).astype(np.float32)}
         viewmat = np.tile(default_view, (F, 1, 1))
         errors = np.full(F, np.nan, np.float32)
     params.update({
