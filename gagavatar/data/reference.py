@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import logging
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,9 @@ from gagavatar.data.format import (
 )
 from gagavatar.render.cameras import REFERENCE_FOCAL
 from gagavatar.tracking.reference_format import (
-    LmdbImageWriter, _ArraysOnlyUnpickler, lmdb_keys, make_record, reference_key, save_reference_pickle,
+    LmdbImageWriter, lmdb_keys, make_record, reference_key, save_reference_pickle,
 )
+from gagavatar.tracking.reference_format import load_reference_pickle as _load_tracking_pickle  # raises ValueError
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +51,12 @@ MATTE_THRESHOLD = 12
 REFERENCE_HEAD_MODEL = "flame2020"  # the reference tracker fits FLAME 2020 (SPEC §7.10)
 
 
-class _ReferenceUnpickler(_ArraysOnlyUnpickler):
-    """The tracker's arrays-only unpickler, also admitting what protocol-2 pickles and
-    ordered dicts need: ``_codecs.encode`` (str -> bytes) and ``collections.OrderedDict``."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("_codecs", "encode"):
-            import codecs
-
-            return codecs.encode
-        if (module, name) == ("collections", "OrderedDict"):
-            from collections import OrderedDict
-
-            return OrderedDict
-        return super().find_class(module, name)
-
-
 def load_reference_pickle(path: str | Path):
     """Read an optim.pkl / smoothed.pkl without running code: numpy arrays and plain containers only."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            return _ReferenceUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-            raise DatasetError(f"{path}: not a tracking pickle of numpy arrays ({e})") from e
+    try:
+        return _load_tracking_pickle(path)
+    except ValueError as e:
+        raise DatasetError(str(e)) from e
 
 
 def is_reference_folder(path: str | Path) -> bool:

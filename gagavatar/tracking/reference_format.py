@@ -60,9 +60,19 @@ _NUMPY_GLOBALS = {
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy arrays, dtypes and scalars; anything else (code) is refused."""
+    """Admits numpy arrays, dtypes and scalars, and what the reference tracker's protocol-2
+    pickles and ordered dicts need (``_codecs.encode``: str -> bytes; ``collections.OrderedDict``);
+    anything else (code) is refused."""
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):
+            import codecs
+
+            return codecs.encode
+        if (module, name) == ("collections", "OrderedDict"):
+            from collections import OrderedDict
+
+            return OrderedDict
         if module.split(".")[0] == "numpy":
             if name in _NUMPY_GLOBALS and module.endswith(("multiarray", "numeric")):
                 return _NUMPY_GLOBALS[name]
@@ -83,7 +93,7 @@ def load_reference_pickle(path: str | Path) -> dict:
     with open(path, "rb") as f:
         try:
             return _ArraysOnlyUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: not a tracking pickle of numpy arrays ({e})") from e
 
 
