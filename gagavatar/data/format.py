@@ -65,7 +65,6 @@ FRAME_ARRAYS: dict[str, tuple] = {
     "crop_box": (4,),
     "valid": (),
 }
-HEAD_PARAMS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
 # Arrays a writer may leave out; the reader fills them with these defaults.
 OPTIONAL_ARRAYS = ("global_pose", "neck_pose", "translation", "valid")
 

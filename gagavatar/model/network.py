@@ -166,9 +166,6 @@ class GAGAvatar(nn.Module):
     def device(self) -> torch.device:
         return self.decoder.output_conv.weight.device
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
     # ------------------------------------------------------------------ reconstruction
     def backbone_input(self, image: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> the normalised backbone input [B, 3, S, S]."""

@@ -44,14 +44,6 @@ def our_name(reference_name: str) -> str:
     raise CheckpointError(f"unexpected tensor {reference_name!r}: not part of the GAGAvatar network")
 
 
-def reference_name(name: str) -> str:
-    """This project's parameter name -> the reference's."""
-    for ref, ours in PREFIX_MAP:
-        if name.startswith(ours):
-            return ref + name[len(ours):]
-    raise KeyError(name)
-
-
 def read_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     """All tensors of GAGAvatar.pt (``weights_only=True``: a pickle that tries to run
     code is refused) or of a safetensors file."""

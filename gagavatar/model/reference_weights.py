@@ -2,8 +2,8 @@
 
 ``official_listing()`` reads the 597 ``name shape`` lines of the released
 GAGAvatar.pt (bundled as ``assets/official_state_dict.txt``), in file order.
-``deterministic_state_dict(seed)`` builds the weights that the parity fixture
-was computed with: the i-th tensor (0-based, file order) is drawn from
+``deterministic_tensor(i, name, shape, seed)`` gives the weights that the parity
+fixture was computed with: the i-th tensor (0-based, file order) is drawn from
 ``torch.Generator().manual_seed(seed + i)`` in float64, then norm gains become
 ``1 + 0.1 w``, matrices/kernels are scaled by ``1 / sqrt(fan_in)``, and every
 other vector by 0.1.
@@ -43,9 +43,3 @@ def deterministic_tensor(index: int, name: str, shape: tuple[int, ...], seed: in
     if len(shape) >= 2:
         return w / math.sqrt(math.prod(shape[1:]))
     return 0.1 * w
-
-
-def deterministic_state_dict(seed: int, listing=None) -> dict[str, torch.Tensor]:
-    """All tensors of the listing with SPEC §8's deterministic values (float64)."""
-    listing = official_listing() if listing is None else listing
-    return {name: deterministic_tensor(i, name, shape, seed) for i, (name, shape) in enumerate(listing)}
