@@ -55,6 +55,14 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> None:
         _collected.append((title, list(columns), [list(r) for r in rows]))
 
 
+def _devices(device: str) -> list[str]:
+    """--device cpu | cuda | all -> the devices to time (all: cpu, and cuda when present)."""
+    devices = [d for d in (["cpu", "cuda"] if device == "all" else [device]) if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        raise typer.BadParameter("no CUDA device here; use --device cpu")
+    return devices
+
+
 @app.command("reenact")
 def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
             batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
@@ -76,10 +84,7 @@ def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small o
     from gagavatar.model import create_model
     from gagavatar.render.cameras import Camera
 
-    devices = ["cpu", "cuda"] if device == "all" else [device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    if not devices:
-        raise typer.BadParameter("no CUDA device here; use --device cpu")
+    devices = _devices(device)
     sizes = [int(b) for b in batches.split(",")]
     if weights is not None:
         from gagavatar.model import load, load_official
@@ -165,8 +170,7 @@ def head(batches: str = typer.Option("1,64", help="comma-separated batch sizes")
 
     from gagavatar.head import HeadModel
 
-    devices = ["cpu", "cuda"] if device == "all" else [device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    devices = _devices(device)
     rng = np.random.default_rng(0)
     V = 5023
     flame_sized = HeadModel({
@@ -320,10 +324,7 @@ def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every
 
     if threads > 0:
         torch.set_num_threads(threads)
-    devices = ["cpu", "cuda"] if device == "all" else [device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    if not devices:
-        raise typer.BadParameter("no CUDA device here; use --device cpu")
+    devices = _devices(device)
     sigma = tuple(float(s) for s in sigma_px.split(","))
     rows = []
     for name in scales.split(","):
