@@ -64,8 +64,7 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side:
                     kept.append(image)
                 if side_by_side:
                     driver_image = torch.from_numpy(drv.frame(i)).permute(2, 0, 1)[None].float()
-                    driver_image = torch.nn.functional.interpolate(driver_image, size=(size, size), mode="bilinear",
-                                                                   antialias=True, align_corners=False)
+                    driver_image = gio.resize_image(driver_image, size)
                     image = np.concatenate([driver_image[0].permute(1, 2, 0).clamp(0, 255).byte().numpy(), image], 1)
                 yield image
 

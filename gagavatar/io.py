@@ -107,6 +107,20 @@ def write_image_grid(rows: list[list[np.ndarray | None]], path: str | Path, row_
     return path
 
 
+def resize_image(image, size):
+    """Bilinear, antialiased resize (align_corners=False, as torchvision's ``resize``) of a
+    float tensor [..., C, H, W] to ``size`` (an int for a square, or (H, W)); unchanged when
+    it already has that size. The one resize of the data loader, the network's input and eval."""
+    import torch.nn.functional as F
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(image.shape[-2:]) == size:
+        return image
+    out = F.interpolate(image.reshape(-1, *image.shape[-3:]), size=size, mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out.reshape(*image.shape[:-2], *size)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3] (EXIF orientation applied)."""
     path = Path(path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gagavatar.data.format import INDEX_FILE, VIDEO_FILE, Dataset, VideoRecord, composite, image_to_tensor
-from gagavatar.io import tensor_to_image
+from gagavatar.io import resize_image, tensor_to_image
 from gagavatar.render.cameras import Camera, reference_to_viewmat, viewmat_to_reference
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,7 @@ class Animator:
         """Frame matted on black (what the network was trained on, whatever the render
         background) and resized to the render size, [1,3,R,R]."""
         image = composite(image_to_tensor(video.frame(frame)), image_to_tensor(video.matte(frame)), (0.0, 0.0, 0.0))
-        return torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
-                                               align_corners=False, antialias=True).clamp(0, 1)
+        return resize_image(image[None], self.size).clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, video: VideoRecord, frame: int = 0):

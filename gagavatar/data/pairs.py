@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gagavatar.data.format import SPLITS, Dataset, composite, image_to_tensor
+from gagavatar.io import resize_image
 
 MODES = ("self", "cross")
 _HEAD_KEYS = ("expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
@@ -156,9 +156,7 @@ class PairDataset(torch.utils.data.Dataset):
         matte = image_to_tensor(video.matte(i))
         K = torch.from_numpy(video.params["K"][i].copy())
         if self.size is not None and (video.width, video.height) != (self.size, self.size):
-            img, matte = (F.interpolate(x[None], size=(self.size, self.size), mode="bilinear",
-                                        align_corners=False, antialias=True)[0].clamp(0, 1)
-                          for x in (img, matte))
+            img, matte = (resize_image(x, self.size).clamp(0, 1) for x in (img, matte))
             K[0] *= self.size / video.width
             K[1] *= self.size / video.height
         return composite(img, matte, self.background), matte, K

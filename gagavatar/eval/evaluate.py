@@ -42,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim
+from gagavatar.io import resize_image
 from gagavatar.io import tensor_to_image as to_uint8
 from gagavatar.tracking.fitting import FitConfig
 
@@ -134,10 +134,7 @@ class ModelMethod(Method):
         out = self.model.render(avatar, driven_vertices(self.head, batch).to(dev), camera("target", None))
         rgb = out.coarse if self.image == "coarse" else out.fine
         image = (rgb.float() + (1 - out.alpha.float()) * self.background.to(dev)).clamp(0, 1).cpu()
-        if image.shape[-1] != size:
-            image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True).clamp(0, 1)
-        return image
+        return resize_image(image, size).clamp(0, 1)
 
     def close(self) -> None:
         self.model = self.head = None
@@ -172,8 +169,7 @@ class MeanTrainingImage(Method):
                              f"(leave out --baselines, or evaluate on a dataset with a train split)")
         total = torch.zeros(3, size, size, dtype=torch.float64)
         take = _spread(len(frames), config.mean_image_frames)
-        resize = lambda x: F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,  # noqa: E731
-                                         antialias=True)[0].clamp(0, 1)
+        resize = lambda x: resize_image(x, size).clamp(0, 1)  # noqa: E731
         for k in take:  # resized, then composited: as the pair loader makes the targets
             video, i = frames[k]
             total += composite(resize(image_to_tensor(video.frame(i))), resize(image_to_tensor(video.matte(i))),

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from gagavatar.io import tensor_to_image, write_image_grid
+from gagavatar.io import resize_image, tensor_to_image, write_image_grid
 
 # (mode, metric, header); arrows say which way is better
 COLUMNS = (
@@ -112,10 +111,7 @@ def write_grid(example_inputs: dict, examples: dict, names: list[str], path: str
     def tile(image: torch.Tensor | None) -> np.ndarray | None:
         if image is None:
             return None
-        if image.shape[-1] != cell:
-            image = F.interpolate(image[None].float(), size=(cell, cell), mode="bilinear", align_corners=False,
-                                  antialias=True)[0]
-        return tensor_to_image(image)
+        return tensor_to_image(resize_image(image.float(), cell))
 
     rows = [[tile(image) for image in [*example_inputs[mode][pos]] + [examples[name].get((mode, pos)) for name in names]]
             for mode, pos in keys]

@@ -19,12 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def resize_antialias(image: Tensor, size) -> Tensor:
-    """Bilinear resize with antialiasing, align_corners=False (torchvision's ``resize``)."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+from gagavatar.io import resize_image
 
 
 class ResidualConvUnit(nn.Module):
@@ -91,7 +86,7 @@ class DPTDecoder(nn.Module):
         rn = []
         for k, m in enumerate(maps):
             m = self.resize_layers[k](self.projects[k](m))
-            m = torch.cat([resize_antialias(image, m.shape[-2:]), m], dim=1)
+            m = torch.cat([resize_image(image, m.shape[-2:]), m], dim=1)
             rn.append(self.layer_rn[k](m))
         p4 = self.refinenet[0](rn[3], size=rn[2].shape[-2:])
         p3 = self.refinenet[1](p4, rn[2], size=rn[1].shape[-2:])

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from gagavatar.model.config import ModelConfig
-from gagavatar.model.decoder import DPTDecoder, identity_feature, resize_antialias
+from gagavatar.io import resize_image
+from gagavatar.model.decoder import DPTDecoder, identity_feature
 from gagavatar.model.lifting import (ExpressionGaussians, LiftingHead, covariance_to_quat_scale, direction_code,
                                      direction_code_dim, point_plane, reference_covariances)
 from gagavatar.model.refiner import StyleUNet
@@ -175,7 +176,7 @@ class GAGAvatar(nn.Module):
             raise ValueError(f"image must be float in [0, 1], got {image.dtype} (divide uint8 images by 255)")
         image = image.to(device=self.device, dtype=self.dtype)
         size = self.config.image_size
-        return normalize_imagenet(resize_antialias(image, (size, size)))
+        return normalize_imagenet(resize_image(image, size))
 
     def encode(self, image: Tensor, camera: Camera) -> Encoding:
         """Backbone + decoder + point plane for source images [B, 3, H, W] in [0, 1]

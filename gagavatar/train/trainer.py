@@ -151,12 +151,10 @@ def to_device(batch: dict, device) -> dict:
 
 def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
     """PNG of rows of source | target | coarse | fine."""
-    from gagavatar.io import tensor_to_image, write_image_grid
+    from gagavatar.io import resize_image, tensor_to_image, write_image_grid
 
     n = min(rows, out.fine.shape[0])
-    size = out.fine.shape[-1]
-    resize = lambda x: torch.nn.functional.interpolate(x[:n].float(), size=(size, size), mode="bilinear",  # noqa: E731
-                                                       align_corners=False, antialias=True)
+    resize = lambda x: resize_image(x[:n].float(), out.fine.shape[-1])  # noqa: E731
     cols = [resize(batch["source_image"]), resize(batch["target_image"]), out.coarse[:n].float(), out.fine[:n].float()]
     write_image_grid([[tensor_to_image(col[i]) for col in cols] for i in range(n)], path,
                      column_labels=["source", "target", "coarse", "fine"])
