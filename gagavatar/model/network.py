@@ -53,8 +53,7 @@ class Avatar:
     lifted_xyz [B, L, 3]: positions of the lifted Gaussians (front, then back);
     features [B, N, C]; opacities [B, N, 1]; scales [B, N, 3] (linear);
     rotations [B, N, 4] (w first; the expression ones are not unit length in the
-    reference variant, see ``ExpressionGaussians``); identity F_id [B, D];
-    plane_dirs [B, 3]; direction_code [B, K]. N = n_vertices + L.
+    reference variant, see ``ExpressionGaussians``). N = n_vertices + L.
 
     splat_rotations / splat_scales [B, N, 4/3]: what the rasterizer gets. The
     reference rasterizer builds covariances from quaternions as given, without
@@ -69,9 +68,6 @@ class Avatar:
     opacities: Tensor
     scales: Tensor
     rotations: Tensor
-    identity: Tensor
-    plane_dirs: Tensor
-    direction_code: Tensor
     splat_rotations: Tensor
     splat_scales: Tensor
     n_vertices: int
@@ -208,16 +204,16 @@ class GAGAvatar(nn.Module):
             g["xyz"] = enc.plane_points + sign * g["offsets"] * enc.plane_dirs[:, None]
             lifted.append(g)
         cat = lambda key: torch.cat([expr[key]] + [g[key] for g in lifted], dim=1)  # noqa: E731
-        expr_rot, expr_scale = expr["rotations"], expr["scales"]
+        rotations, scales = cat("rotations"), cat("scales")
+        splat_rotations, splat_scales = rotations, scales  # unit quaternions: the rasterizer takes them as they are
         if cfg.expression_rotation_norm == "vertices":  # non-unit quaternions: see Avatar
-            expr_rot, expr_scale = _unit_quaternion_equivalent(expr_rot, expr_scale)
+            expr_rot, expr_scale = _unit_quaternion_equivalent(expr["rotations"], expr["scales"])
+            splat_rotations = torch.cat([expr_rot] + [g["rotations"] for g in lifted], dim=1)
+            splat_scales = torch.cat([expr_scale] + [g["scales"] for g in lifted], dim=1)
         return Avatar(
             lifted_xyz=torch.cat([g["xyz"] for g in lifted], dim=1),
-            features=cat("features"), opacities=cat("opacities"), scales=cat("scales"), rotations=cat("rotations"),
-            identity=enc.identity, plane_dirs=enc.plane_dirs, direction_code=enc.direction_code,
-            splat_rotations=torch.cat([expr_rot] + [g["rotations"] for g in lifted], dim=1),
-            splat_scales=torch.cat([expr_scale] + [g["scales"] for g in lifted], dim=1),
-            n_vertices=self.expression.n_vertices,
+            features=cat("features"), opacities=cat("opacities"), scales=scales, rotations=rotations,
+            splat_rotations=splat_rotations, splat_scales=splat_scales, n_vertices=self.expression.n_vertices,
         )
 
     def reconstruct(self, image: Tensor, camera: Camera) -> Avatar:
