@@ -38,12 +38,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gagavatar import commands  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
-from gagavatar.commands import DEMO_DATA  # noqa: E402  (the bundled tracked clips "source" and "driver")
 from gagavatar.reenact import (  # noqa: E402
-    TRANSFER_MODES, Animator, MotionControls, bundled, drive_parameters, load_tracked, parse_color,
+    DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color, source_frame,
 )
-from gagavatar.render.cameras import Camera, orbit, reference_to_viewmat  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +136,13 @@ def mesh_overlay(animator: Animator, video, frame: int) -> np.ndarray:
     """[H, 2W, 3] uint8: the tracked crop, and the crop with the fitted head mesh drawn over it."""
     from gagavatar.tracking.overlay import overlay_frame
 
-    p = video.params
-    params = {k: np.asarray(v)[None] for k, v in p.frame(frame).items() if np.ndim(v) >= 1}
-    verts = animator.vertices(params, slice(0, 1), scale=p.scale)[0].double().cpu()
-    view = reference_to_viewmat(torch.from_numpy(np.asarray(p["transform"][frame], np.float64))[None])[0]
+    tracked = video.frames(frame)
+    with torch.no_grad():
+        verts = tracked.to(animator.device).vertices(animator.head)[0].double().cpu()
+    view = tracked.camera.viewmat[0].double()
     verts_cam = (verts @ view[:3, :3].T + view[:3, 3]).numpy()
     faces = animator.head.faces.cpu().numpy()
-    return overlay_frame(video.frame(frame), verts_cam, np.asarray(p["K"][frame], np.float64), faces, None, None)
+    return overlay_frame(video.frame(frame), verts_cam, tracked.camera.K[0].double().numpy(), faces, None, None)
 
 
 class Studio:
@@ -159,7 +158,7 @@ class Studio:
 
     def animator(self) -> Animator:
         if self._animator is None:
-            self._animator = Animator.from_checkpoint(self.checkpoint, self.head_model, device=self.device)
+            self._animator = Animator.load(self.checkpoint, self.head_model, device=self.device)
         return self._animator
 
     def _new_run_dir(self) -> Path:
@@ -172,61 +171,40 @@ class Studio:
     def run(self, source, driver, controls: MotionControls | None = None, background=(0.0, 0.0, 0.0),
             progress=None) -> RunOutputs:
         """source: a photo (or tracked folder); driver: a video, image, image folder or tracked
-        folder (``driver_input`` maps uploads to one). progress(fraction, text) is called on the way."""
+        folder (``driver_input`` maps uploads to one). progress(fraction, text) is called on the way.
+        The videos are what ``gagavatar reenact`` / ``novel-views`` / ``export-ply`` write."""
         t0 = time.perf_counter()
         say = progress or (lambda fraction, text: None)
         run_dir = self._new_run_dir()
         work = run_dir / "work"
         say(0.02, "loading the model")
         animator = self.animator()
+        animator.background = tuple(float(c) for c in background)
         say(0.08, "tracking the source photo")
         src = load_tracked(source, work / "source", animator.head)
-        valid = np.flatnonzero(src.params["valid"])
-        if valid.size == 0:
-            raise AppError(f"no face found in the source {Path(source).name}: use a photo that shows a face")
-        frame = int(valid[0])
+        frame = source_frame(src)
         say(0.2, "tracking the driver")
         drv = load_tracked(driver, work / "driver", animator.head)
-        motion = drive_parameters(src.params.frame(frame), drv.params, controls)
 
         say(0.35, "reconstructing the avatar")
         overlay = run_dir / "tracked_source.png"
         Image.fromarray(mesh_overlay(animator, src, frame)).save(overlay)
-        avatar = animator.reconstruct(src, frame)  # always on black, as trained
-        animator.background = tuple(float(c) for c in background)
-
-        size, n = animator.size, drv.n_frames
-        avatar_frames = []  # kept for the second video; the side-by-side one is streamed
-
-        def pairs():
-            for i, image in enumerate(animator.render(avatar, motion)):
-                avatar_frames.append(image)
-                yield np.concatenate([np.asarray(Image.fromarray(drv.frame(i)).resize((size, size), Image.BILINEAR)),
-                                      image], axis=1)
-                say(0.4 + 0.4 * (i + 1) / n, f"rendering frame {i + 1}/{n}")
-
-        side_by_side = gio.write_video(run_dir / "reenact_side_by_side.mp4", pairs(), fps=drv.info.fps)
-        reenacted = gio.write_video(run_dir / "reenact.mp4", avatar_frames, fps=drv.info.fps)
-        del avatar_frames[:]
+        avatar = animator.reconstruct(src)
+        summary = commands.reenact(src.folder, drv.folder, run_dir / "reenact_side_by_side.mp4", animator=animator,
+                                   side_by_side_view=True, controls=controls, keep_frames=True, avatar=avatar,
+                                   progress=lambda done, n: say(0.4 + 0.4 * done / n, f"rendering frame {done}/{n}"))
+        reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps)
 
         say(0.82, "rendering the novel views")
-        params = {k: np.repeat(np.asarray(v)[None], self.orbit_frames, 0)
-                  for k, v in src.params.frame(frame).items() if np.ndim(v) >= 1}
-        camera = Camera.from_reference(torch.from_numpy(src.params["transform"][frame].copy())[None], size)
-        novel_views = gio.write_video(run_dir / "novel_views.mp4",
-                                      animator.render(avatar, params, cameras=orbit(camera, self.orbit_frames)),
+        novel_views = gio.write_video(run_dir / "novel_views.mp4", animator.orbit(avatar, src, self.orbit_frames),
                                       fps=25)
-
         say(0.95, "writing the PLY")
-        from gagavatar.export import avatar_to_ply
-
-        ply = avatar_to_ply(run_dir / "avatar.ply", avatar, animator.vertices(
-            {k: v[:1] for k, v in params.items()}, slice(0, 1), scale=src.params.scale))
+        ply = animator.to_ply(avatar, src, run_dir / "avatar.ply")
         shutil.rmtree(work, ignore_errors=True)
         say(1.0, "done")
         notes = [] if src.params["valid"].all() else [f"The source has frames without a face; frame {frame} is used."]
-        return RunOutputs(overlay, side_by_side, reenacted, novel_views, Path(ply), n, int(motion["repeated"].sum()),
-                          time.perf_counter() - t0, notes)
+        return RunOutputs(overlay, summary.out, reenacted, novel_views, Path(ply), summary.n_frames,
+                          summary.n_repeated, time.perf_counter() - t0, notes)
 
 
 def example_inputs(folder: Path) -> tuple[Path, Path] | None:

@@ -5,27 +5,22 @@ Targets live here, not in unit tests.
 """
 from __future__ import annotations
 
-import platform
 import time
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from gagavatar.system import machine_description
 
 app = typer.Typer(help="Speed and memory benchmarks.", no_args_is_help=True)
 console = Console()
 
 
-def machine_description() -> str:
-    """One line naming the machine, torch build and device."""
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {dev}")
-
-
 def timeit(fn, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> float:
     """Median wall time of ``fn()`` in milliseconds."""
+    import torch
+
     for _ in range(warmup):
         fn()
     times = []
@@ -57,6 +52,8 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> None:
 
 def _devices(device: str) -> list[str]:
     """--device cpu | cuda | all -> the devices to time (all: cpu, and cuda when present)."""
+    import torch
+
     devices = [d for d in (["cpu", "cuda"] if device == "all" else [device]) if d == "cpu" or torch.cuda.is_available()]
     if not devices:
         raise typer.BadParameter("no CUDA device here; use --device cpu")
@@ -78,29 +75,31 @@ def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small o
     than trained ones, so driving is slower than with real weights). The mean head
     of the bundled head model (x5) drives; cameras are 5 units away.
     """
+    import torch
+
     import contextlib
     import warnings
 
     from gagavatar.model import create_model
-    from gagavatar.render.cameras import Camera
+    from gagavatar.geometry import Camera
 
     devices = _devices(device)
     sizes = [int(b) for b in batches.split(",")]
     if weights is not None:
-        from gagavatar.model import load, load_official
+        from gagavatar.model import load
 
-        is_ours = weights.endswith(".safetensors")
-        model = (load(weights) if is_ours else load_official(weights)).eval()
+        model = load(weights).eval()
         preset = model.config.name
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = create_model(preset).eval()
     try:
+        from gagavatar.geometry import WORLD_SCALE
         from gagavatar.head import HeadModel
 
-        head = HeadModel.default(scale=5.0)
-        head_vertices = head(torch.zeros(1, head.n_shape)).detach()
+        head = HeadModel.default()
+        head_vertices = head(torch.zeros(1, head.n_shape)).detach() * WORLD_SCALE
         if head_vertices.shape[1] != model.config.n_vertices:
             raise ValueError
     except Exception:  # no bundled head: a ball of points with the right count
@@ -166,6 +165,8 @@ def head(batches: str = typer.Option("1,64", help="comma-separated batch sizes")
     speed does not depend on the values). Every row drives shape, expression, jaw,
     neck and eyes; 'shared shape' gives one shape row for the whole batch.
     """
+    import torch
+
     import numpy as np
 
     from gagavatar.head import HeadModel
@@ -224,6 +225,8 @@ class PeakMemory:
     def __enter__(self):
         import threading
 
+        import torch
+
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -251,6 +254,8 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc):
+        import torch
+
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
@@ -272,9 +277,11 @@ def head_like_splats(n: int, size: int, channels: int = 32, sigma_px: tuple[floa
     ``sigma_px`` (random orientations), opacities uniform in [0.5, 0.8] (the
     released model's are 0.65 +- 0.08), the camera at ``distance`` with focal 12.
     """
+    import torch
+
     import math
 
-    from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics
+    from gagavatar.geometry import REFERENCE_FOCAL, intrinsics
 
     g = torch.Generator().manual_seed(seed)
     side = int(math.sqrt((n - min(5023, n // 30)) / 2))
@@ -320,6 +327,8 @@ def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every
     < 2 ms on an H100 with gsplat. Memory: see PeakMemory (CPU: resident set
     growth; CUDA: tensor memory).
     """
+    import torch
+
     from gagavatar.render.rasterize import gsplat_available, rasterize
 
     if threads > 0:
@@ -430,6 +439,8 @@ def track(video: str = typer.Option(None, help="a talking-head video (default: .
           cores: int = typer.Option(2, help="CPU cores to run on (Linux: the process is pinned to them)")):
     """Tracker speed on a 512x512 video: landmarks, framing (matte) and fitting, frames/s.
     Target: 30 frames/s or more on 2 CPU cores, landmarks and fitting included."""
+    import torch
+
     import os
     import tempfile
 
@@ -491,9 +502,10 @@ def track(video: str = typer.Option(None, help="a talking-head video (default: .
                 ["stage", "ms/frame", "frames/s", "CPU ms/frame"], rows)
 
 
-# ``bench all``'s small settings (per benchmark; only options the benchmark has are used).
+# ``bench all``'s small settings (per benchmark; only options the benchmark has are used;
+# "render" adds the paper scale where there is a GPU).
 SMALL_SETTINGS = {
-    "render": {"scales": "paper,tiny" if torch.cuda.is_available() else "tiny", "repeat": 2},
+    "render": {"scales": "tiny", "repeat": 2},
     "reenact": {"batches": "1", "repeat": 2},
     "head": {"batches": "1,64", "repeat": 5},
     "synth": {"frames": 64},
@@ -520,6 +532,8 @@ def run_all(full: bool = typer.Option(False, help="each benchmark's own defaults
     import inspect
     import os
 
+    import torch
+
     global _collected
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     threads = torch.get_num_threads()
@@ -532,7 +546,9 @@ def run_all(full: bool = typer.Option(False, help="each benchmark's own defaults
         for p in inspect.signature(command.callback).parameters.values():
             kwargs[p.name] = p.default.default if isinstance(p.default, typer.models.ParameterInfo) else p.default
         if not full:
-            kwargs.update({k: v for k, v in SMALL_SETTINGS.get(name, {}).items() if k in kwargs})
+            small = SMALL_SETTINGS.get(name, {}) | ({"scales": "paper,tiny"} if name == "render" and
+                                                   torch.cuda.is_available() else {})
+            kwargs.update({k: v for k, v in small.items() if k in kwargs})
         console.rule(f"gagavatar bench {name}")
         _collected = []
         try:

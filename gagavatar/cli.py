@@ -1,14 +1,70 @@
-"""The ``gagavatar`` command line. Commands import their implementation lazily,
-so ``gagavatar --help`` stays fast."""
+"""The ``gagavatar`` command line. Commands import their implementation lazily, so
+``gagavatar --help`` answers without importing torch.
+
+Errors a user can fix (a missing or unreadable file, a bad option, a wrong checkpoint,
+no face, a full disk) are printed as one line naming the problem and the fix, with exit
+status 1; ``--debug`` shows the traceback instead. ``--verbose`` lets the libraries
+(MediaPipe, TensorFlow Lite) print their own logs.
+"""
 from __future__ import annotations
 
+import os
+import time
+
 import typer
+from typer.core import TyperGroup
 
 from gagavatar.bench import app as bench_app
 
-app = typer.Typer(help="GAGAvatar: one photo in, an animatable 3D Gaussian head avatar out.",
+# Errors a user can fix: shown as one line, never as a traceback (FileNotFoundError,
+# PermissionError and disk-full errors are OSErrors; bad inputs are ValueErrors).
+USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+class _Commands(TyperGroup):
+    """Every command's user errors, handled in one place."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            if os.environ.get("GAGAVATAR_DEBUG"):
+                raise
+            message = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+            typer.secho(f"error: {message or type(e).__name__}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if os.environ.get("GAGAVATAR_DEBUG"):
+                raise
+            typer.secho("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(cls=_Commands, help="GAGAvatar: one photo in, an animatable 3D Gaussian head avatar out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.add_typer(bench_app, name="bench")
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors"),
+             verbose: bool = typer.Option(False, "--verbose", help="let MediaPipe / TensorFlow Lite print their logs")):
+    if debug:
+        os.environ["GAGAVATAR_DEBUG"] = "1"
+    if verbose:
+        os.environ["GAGAVATAR_VERBOSE"] = "1"
+
+
+def _done(what: str, t0: float) -> None:
+    """The last line of a command: what it wrote, and how long it took."""
+    typer.echo(f"{what} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _notice_bundled(animator) -> None:
+    """Say once, first, what the bundled model is when it is the one in use."""
+    from gagavatar.reenact import BUNDLED_MODEL_NOTE
+
+    if animator.uses_bundled_model:
+        typer.secho(BUNDLED_MODEL_NOTE, fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()
@@ -42,10 +98,7 @@ def train(
                       head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
                       sample_every=sample_every, num_workers=num_workers, seed=seed,
                       model=_overrides(model))
-    try:
-        run_training(cfg, resume=resume)
-    except USER_ERRORS as e:
-        _fail(e)
+    run_training(cfg, resume=resume)
 
 
 def _overrides(items: list[str]) -> dict:
@@ -75,8 +128,8 @@ def convert_official(checkpoint: str = typer.Argument(..., help="the released GA
     """
     from gagavatar.model.official import convert_official as _convert
 
-    path = _convert(checkpoint, out)
-    typer.echo(f"wrote {path}")
+    t0 = time.perf_counter()
+    _done(f"wrote {_convert(checkpoint, out)}", t0)
 
 
 @app.command()
@@ -94,8 +147,6 @@ def synth(
     workers: int = typer.Option(0, help="processes (0: one per CPU core)"),
 ):
     """Render synthetic talking-head videos (and a contact sheet per split)."""
-    import os
-
     from gagavatar.synthetic.video import SynthConfig, generate
 
     try:
@@ -125,29 +176,14 @@ def track(
     """Track faces: landmarks, the reference's framing and matte, head model and camera per frame."""
     from gagavatar.tracking.tracker import track as run_track
 
-    try:
-        head = None
-        if head_model is not None:
-            from gagavatar.head import HeadModel
+    from gagavatar.head import load_head_model
 
-            head = HeadModel.load(head_model, landmark_embedding=landmark_embedding)
-        elif landmark_embedding is not None:
-            raise ValueError("--landmark-embedding belongs to --head-model; the bundled head has its own")
-        summary = run_track(input, out, head_model=head, size=size, smooth=smooth,
-                            reference_format=reference_format, overlay=overlay)
-    except USER_ERRORS as e:
-        _fail(e)
+    t0 = time.perf_counter()
+    summary = run_track(input, out, head_model=load_head_model(head_model, landmark_embedding), size=size,
+                        smooth=smooth, reference_format=reference_format, overlay=overlay)
     typer.echo("\n".join(summary.lines()))
+    _done(f"wrote {summary.video_dir}", t0)
 
-
-def _fail(error: Exception) -> None:
-    """Print a user error (bad input, missing file, wrong checkpoint) and exit 1, no traceback."""
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
-
-
-# Errors a user can fix: shown as one line, never as a traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OSError)
 
 _CHECKPOINT = typer.Option(None, help="checkpoint: ours (.safetensors) or the released GAGAvatar.pt "
                                       "(default: the bundled tiny model)")
@@ -170,6 +206,14 @@ def _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabil
                           jaw_scale=jaw_scale, eye_scale=eye_scale, stabilize=stabilize)
 
 
+def _animator(checkpoint, head_model, background=(0.0, 0.0, 0.0)):
+    from gagavatar.reenact import Animator
+
+    animator = Animator.load(checkpoint, head_model, background=background)
+    _notice_bundled(animator)
+    return animator
+
+
 @app.command()
 def reenact(
     source: str = typer.Option(..., help="source photo, or a tracked folder"),
@@ -189,12 +233,9 @@ def reenact(
     """Animate the source's avatar with the driver's expressions and head motion."""
     from gagavatar import commands
 
-    try:
-        summary = commands.reenact(source, driver, out, checkpoint, head_model, side_by_side,
-                                   _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize),
-                                   background=_color(background))
-    except USER_ERRORS as e:
-        _fail(e)
+    controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
+    summary = commands.reenact(source, driver, out, side_by_side_view=side_by_side, controls=controls,
+                               animator=_animator(checkpoint, head_model, _color(background)))
     typer.echo(str(summary))
 
 
@@ -207,11 +248,9 @@ def novel_views(source: str = typer.Option(..., help="source photo, or a tracked
     """The reconstructed avatar seen from an orbiting camera."""
     from gagavatar import commands
 
-    try:
-        path = commands.novel_views(source, out, checkpoint, head_model, frames, yaw)
-    except USER_ERRORS as e:
-        _fail(e)
-    typer.echo(f"wrote {path}")
+    t0 = time.perf_counter()
+    path = commands.novel_views(source, out, n_frames=frames, yaw=yaw, animator=_animator(checkpoint, head_model))
+    _done(f"wrote {path}: {frames} frames", t0)
 
 
 @app.command("export-ply")
@@ -221,11 +260,8 @@ def export_ply(source: str = typer.Option(..., help="source photo, or a tracked 
     """Write the avatar's Gaussians as a PLY that splat viewers open."""
     from gagavatar import commands
 
-    try:
-        path = commands.export_ply(source, out, checkpoint, head_model)
-    except USER_ERRORS as e:
-        _fail(e)
-    typer.echo(f"wrote {path}")
+    t0 = time.perf_counter()
+    _done(f"wrote {commands.export_ply(source, out, animator=_animator(checkpoint, head_model))}", t0)
 
 
 @app.command()
@@ -247,12 +283,10 @@ def live(
     """Drive the avatar live from a webcam or a stream; prints FPS and latency."""
     from gagavatar.live import live as run_live
 
-    try:
-        stats = run_live(source, camera, driver, out, show, checkpoint, head_model,
-                         _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize), max_frames,
-                         background=_color(background))
-    except USER_ERRORS as e:
-        _fail(e)
+    controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
+    stats = run_live(source, camera, driver, out, show, controls=controls, max_frames=max_frames,
+                     animator=_animator(checkpoint, head_model, _color(background)),
+                     say=lambda line: typer.echo(line, err=True))
     typer.echo(str(stats))
 
 
@@ -262,10 +296,9 @@ def demo(out: str = typer.Option("demo", help="output folder"),
     """The built-in demo: bundled tiny model and clips -> reenactment, orbit, contact sheet."""
     from gagavatar import commands
 
-    try:
-        commands.demo(out, checkpoint, head_model)
-    except USER_ERRORS as e:
-        _fail(e)
+    t0 = time.perf_counter()
+    written = commands.demo(out, checkpoint, head_model)
+    _done("wrote " + ", ".join(str(p) for p in written.values()), t0)
 
 
 @app.command("import-reference")
@@ -280,10 +313,7 @@ def import_reference(
     """Convert the reference tracker's output into this project's dataset format."""
     from gagavatar.data.reference import import_reference as run_import
 
-    try:
-        infos = run_import(folder, out, use=use, split=split, frame_format=frame_format, head_model=head_model_name)
-    except USER_ERRORS as e:
-        _fail(e)
+    infos = run_import(folder, out, use=use, split=split, frame_format=frame_format, head_model=head_model_name)
     for info in infos:
         typer.echo(f"{info.id}: {info.n_frames} frames ({info.width}x{info.height}, split {info.split})")
     typer.echo(f"wrote {out}")
@@ -300,10 +330,7 @@ def web_app(
     """The web app: drop a photo and a driving video, get the animated avatar (works offline)."""
     from gagavatar.app import serve
 
-    try:
-        serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames)
-    except USER_ERRORS as e:
-        _fail(e)
+    serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames)
 
 
 @app.command("eval")
@@ -334,22 +361,18 @@ def evaluate(
     options = dict(split=split, cross_pairs=cross_pairs, max_pairs=max_pairs, head_model=head_model,
                    lpips_weights=lpips_weights, size=size, seed=seed, batch_size=batch_size, device=device)
     names = [n for item in names or [] for n in item.split(",") if n]
-    try:
-        if compare or runs:
-            if checkpoint:
-                runs = [checkpoint] + list(runs or [])
-            if not runs:
-                raise ValueError("--compare needs the checkpoints or run folders as arguments: "
-                                 "gagavatar eval --compare RUN_A RUN_B ... --data DIR --out REPORT_DIR")
-            result = run_compare(runs, data, out, names=names or None, baselines=baselines, coarse=coarse,
-                                 **options)
-        else:
-            if checkpoint is None and not baselines:
-                raise ValueError("give --checkpoint CKPT (or --compare RUN_A RUN_B ..., or --baselines alone)")
-            result = run_evaluate(checkpoint, data, out, baselines=baselines, coarse=coarse,
-                                  name=names[0] if names else None, **options)
-    except USER_ERRORS as e:
-        _fail(e)
+    if compare or runs:
+        if checkpoint:
+            runs = [checkpoint] + list(runs or [])
+        if not runs:
+            raise ValueError("--compare needs the checkpoints or run folders as arguments: "
+                             "gagavatar eval --compare RUN_A RUN_B ... --data DIR --out REPORT_DIR")
+        result = run_compare(runs, data, out, names=names or None, baselines=baselines, coarse=coarse, **options)
+    else:
+        if checkpoint is None and not baselines:
+            raise ValueError("give --checkpoint CKPT (or --compare RUN_A RUN_B ..., or --baselines alone)")
+        result = run_evaluate(checkpoint, data, out, baselines=baselines, coarse=coarse,
+                              name=names[0] if names else None, **options)
     from gagavatar.eval.report import table
 
     typer.echo(table(result["rows"]))

@@ -76,6 +76,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def read_tensor_file(path: str | Path) -> dict:
+    """Every tensor of a .safetensors file or a torch zip (``torch.load(weights_only=True)``: a
+    pickle that tries to run code is refused), as {name: tensor}; a torch file holding
+    ``{'model': state_dict, ...}`` (the released GAGAvatar.pt) gives its state dict."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the reason
+        raise InputError(
+            f"{path} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it ({err}). "
+            f"Only files holding tensors and plain containers are loaded; nothing in them is executed.") from err
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{path} holds no state dict of tensors (expected {{'model': {{name: tensor}}}})")
+    return obj
+
+
 def write_image_grid(rows: list[list[np.ndarray | None]], path: str | Path, row_labels: list[str] | None = None,
                      column_labels: list[str] | None = None, gap: int = 2,
                      background: tuple[int, int, int] = (255, 255, 255)) -> Path:
@@ -121,6 +147,14 @@ def resize_image(image, size):
     return out.reshape(*image.shape[:-2], *size)
 
 
+def resize_frame(image: np.ndarray, size) -> np.ndarray:
+    """``resize_image`` for an RGB uint8 image [H, W, 3] -> [S, S, 3] uint8 (rounded)."""
+    import torch
+
+    t = resize_image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float(), size)
+    return t.round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3] (EXIF orientation applied)."""
     path = Path(path)
@@ -163,7 +197,7 @@ def is_image(path: str | Path) -> bool:
 
 
 @dataclass
-class VideoInfo:
+class VideoFileInfo:
     """What a video file says about itself. ``n_frames`` may be an estimate (from duration)."""
 
     fps: float
@@ -172,7 +206,7 @@ class VideoInfo:
     n_frames: int
 
 
-def video_info(path: str | Path) -> VideoInfo:
+def video_info(path: str | Path) -> VideoFileInfo:
     """Frame rate, size and (approximate) frame count of a video file."""
     reader = _open_video(path)
     try:
@@ -184,7 +218,7 @@ def video_info(path: str | Path) -> VideoInfo:
     n = meta.get("nframes")
     if not n or n == float("inf"):
         n = int(round(float(meta.get("duration") or 0.0) * fps))
-    return VideoInfo(fps, int(width), int(height), int(n))
+    return VideoFileInfo(fps, int(width), int(height), int(n))
 
 
 def _open_video(path: str | Path):

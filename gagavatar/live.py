@@ -1,13 +1,20 @@
 """``gagavatar live``: drive an avatar from a webcam or a stream, frame by frame.
 
 Each incoming frame goes through the tracker's stages one at a time (landmarks ->
-framing -> a one-frame fit with the identity shape fixed after the first face)
-and is rendered at once; the result is shown in a window and/or written to an
-mp4. A frame without a face repeats the last result. At the end the achieved
-FPS and the latency (frame in -> image out) are printed.
+framing -> a one-frame fit with the identity shape fixed after the first face) and
+the motion controls (``Motion`` keeps its state over the stream: the first frame for
+relative motion, the smoothing), and is rendered at once. A frame without a face
+repeats the last result.
+
+Where the result goes: a window when there is a display; ``--out FILE`` also writes
+it (at the driver's frame rate, or the rate achieved from a webcam). Without a display
+and without ``--out`` the result is written to ``live.mp4`` (it is said so at the
+start), so a run on a server never renders into nothing. FPS and latency (frame in ->
+image out) are printed every few seconds and once more at the end, Ctrl-C included.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +23,9 @@ import numpy as np
 import torch
 
 from gagavatar import io as gio
-from gagavatar.reenact import Animator, MotionControls, drive_parameters, load_tracked
+from gagavatar.reenact import Animator, Motion, MotionControls, load_tracked, source_frame
+
+DEFAULT_OUT = "live.mp4"  # where the result goes without a display and without --out
 
 
 @dataclass
@@ -51,90 +60,110 @@ def camera_frames(index: int):
         capture.release()
 
 
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class FrameTracker:
+    """One frame at a time: landmarks -> the reference's framing -> a short fit (the shape is
+    fitted on the first face, then kept) -> ``FrameParams`` of one frame, or None without a face."""
+
+    def __init__(self, head, size: int = 512):
+        from gagavatar.tracking import framing
+        from gagavatar.tracking.fitting import FitConfig
+        from gagavatar.tracking.landmarks import LandmarkDetector
+        from gagavatar.tracking.matting import Segmenter
+        from gagavatar.tracking.rig import LandmarkRig
+
+        self.head, self.size, self.shape = head, size, None
+        self.detector, self.segmenter = LandmarkDetector(video=True), Segmenter()
+        self.framer = framing.Framer(self.segmenter, size, framing.BOX_EMA)
+        self.config = FitConfig(iterations=3)
+        with torch.no_grad():
+            self.rig = LandmarkRig(head, n_shape=self.config.shape_components)  # once, not per frame
+
+    def __call__(self, frame: np.ndarray):
+        from gagavatar.tracking.fitting import fit_landmarks
+
+        landmarks = self.detector(frame)
+        if landmarks is None:
+            return None
+        framed = self.framer(frame, landmarks)
+        fit = fit_landmarks(self.head, framed.landmarks.points[None, :, :2], self.size, self.config,
+                            shape=self.shape, rig=self.rig)
+        self.shape = fit.shape if self.shape is None else self.shape
+        return fit.frames(self.size)
+
+    def close(self) -> None:
+        self.detector.close()
+        self.segmenter.close()
+
+
 def live(source, camera: int | None = 0, driver=None, out=None, show: bool = True, checkpoint=None,
          head_model=None, controls: MotionControls | None = None, max_frames: int | None = None,
-         workdir=None, background=(0.0, 0.0, 0.0)) -> LiveStats:
+         workdir=None, background=(0.0, 0.0, 0.0), report_every: float = 3.0, say=print,
+         animator: Animator | None = None) -> LiveStats:
     """Drive ``source``'s avatar from ``camera`` (an index) or ``driver`` (a video file);
-    ``background`` RGB in [0, 1] behind the avatar."""
+    ``background`` RGB in [0, 1] behind the avatar. ``say(line)`` prints the running figures."""
     import tempfile
 
-    from gagavatar.tracking import framing
-    from gagavatar.tracking.fitting import FitConfig, fit_landmarks
-    from gagavatar.tracking.rig import LandmarkRig
-    from gagavatar.tracking.landmarks import LandmarkDetector
-    from gagavatar.tracking.matting import Segmenter
-
-    animator = Animator.from_checkpoint(checkpoint, head_model, background=background)
+    window = _Window() if show and has_display() else None
+    if window is None and out is None:
+        out = DEFAULT_OUT
+        say(f"no display: writing the result to {out} (--out FILE to choose another file)")
+    fps_out = gio.video_info(driver).fps if driver is not None else None
+    animator = animator or Animator.load(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
-        avatar = animator.reconstruct(src, 0)
-    source_params = src.params.frame(0)
+        avatar = animator.reconstruct(src)
+    motion = Motion(src.frames(source_frame(src)), controls)
     frames = gio.iter_video(driver) if driver is not None else camera_frames(camera)
-    detector, segmenter = LandmarkDetector(video=True), Segmenter()
-    framer = framing.Framer(segmenter, 512, framing.BOX_EMA)
-    config = FitConfig(iterations=3)
-    with torch.no_grad():
-        rig = LandmarkRig(animator.head, n_shape=config.shape_components)  # once, not per frame
-    writer_frames, shape, first, last_image = [], None, None, None
-    window = _Window() if show else None
-    stats, t_start = LiveStats(), time.perf_counter()
+    tracker = FrameTracker(animator.head)
+    written, last_image = [], np.zeros((animator.size,) * 2 + (3,), np.uint8)
+    stats, t_start, t_report = LiveStats(), time.perf_counter(), time.perf_counter()
     try:
         for frame in frames:
             if max_frames is not None and stats.frames >= max_frames:
                 break
             t0 = time.perf_counter()
-            landmarks = detector(frame)
-            if landmarks is None:
+            tracked = tracker(frame)
+            if tracked is None:
                 stats.no_face += 1
-                image = last_image if last_image is not None else np.zeros((animator.size,) * 2 + (3,), np.uint8)
             else:
-                framed = framer(frame, landmarks)
-                fit = fit_landmarks(animator.head, framed.landmarks.points[None, :, :2], 512, config, shape=shape,
-                                   rig=rig)
-                shape = fit.shape if shape is None else shape
-                current = {"expression": fit.expression, "jaw_pose": fit.jaw_pose, "eye_pose": fit.eye_pose,
-                           "neck_pose": np.zeros((1, 3), np.float32), "transform": fit.transform}
-                first = current if first is None else first
-                # a two-frame driver (first, current) so relative motion has its reference
-                seq = {k: np.concatenate([first[k], current[k]]) for k in current} | {"valid": np.ones(2, bool)}
-                motion = {k: v[1:] for k, v in drive_parameters(source_params, seq, controls).items()}
-                image = next(animator.render(avatar, motion))
-            last_image = image
+                last_image = next(animator.render(avatar, motion(tracked)))
             stats.latencies_ms.append((time.perf_counter() - t0) * 1000)
             stats.frames += 1
             if out is not None:
-                writer_frames.append(image)
-            if window is not None and not window.show(image):
+                written.append(last_image)
+            if window is not None and not window.show(last_image):
                 break
+            if time.perf_counter() - t_report >= report_every:
+                stats.seconds, t_report = time.perf_counter() - t_start, time.perf_counter()
+                say(f"live: {stats}")
+    except KeyboardInterrupt:
+        say("stopped (Ctrl-C)")
     finally:
-        detector.close()
-        segmenter.close()
+        tracker.close()
         if window is not None:
             window.close()
-    stats.seconds = time.perf_counter() - t_start
-    if out is not None and writer_frames:
-        gio.write_video(out, writer_frames, fps=25)
+        stats.seconds = time.perf_counter() - t_start
+    if out is not None and written:
+        gio.write_video(out, written, fps=fps_out or max(1.0, round(stats.frames / max(stats.seconds, 1e-9))))
     return stats
 
 
 class _Window:
-    """An OpenCV window; quietly absent where there is no display."""
+    """An OpenCV window (only made where there is a display)."""
 
     def __init__(self):
-        import os
-
         import cv2
 
         self.cv2 = cv2
-        self.enabled = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
     def show(self, image: np.ndarray) -> bool:
         """Show a frame; False when the user pressed q or Esc."""
-        if not self.enabled:
-            return True
         self.cv2.imshow("gagavatar live (q to quit)", self.cv2.cvtColor(image, self.cv2.COLOR_RGB2BGR))
         return self.cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
 
     def close(self) -> None:
-        if self.enabled:
-            self.cv2.destroyAllWindows()
+        self.cv2.destroyAllWindows()

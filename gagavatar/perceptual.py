@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gagavatar.io import read_tensor_file
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGGFACE_MEAN = (129.186279296875, 104.76238250732422, 93.59396362304688)  # RGB, 0..255 scale
@@ -201,9 +203,8 @@ def load_perceptual_state(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"perceptual weights not found at {path}. {WHERE_TO_GET}")
-    from gagavatar.model.official import read_checkpoint_file
 
-    state = read_checkpoint_file(path)
+    state = read_tensor_file(path)
     found = {k: v for k, v in state.items() if k.startswith(PERCEPTUAL_PREFIX)}
     if not found:
         raise ValueError(f"{path} holds no '{PERCEPTUAL_PREFIX}*' tensors. {WHERE_TO_GET}")

@@ -6,6 +6,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("GAGAVATAR_REALDATA", ROOT.parent / "shared" / "realdata"))
+REFERENCE = Path(os.environ.get("GAGAVATAR_REFERENCE", ROOT.parent / "shared" / "reference"))
 TESTDATA = Path(__file__).resolve().parent / "data"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -20,3 +21,12 @@ def realdata() -> Path:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def pipeline_fixture() -> Path:
+    """../shared/reference/pipeline_fixture (SPEC §10), or a skip saying why."""
+    folder = REFERENCE / "pipeline_fixture"
+    if not (folder / "expected.npz").is_file():
+        pytest.skip(f"the reference pipeline fixture is not at {folder} (only CI and developers have it)")
+    return folder

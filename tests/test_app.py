@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from gagavatar import io as gio
-from gagavatar.reenact import MOTION_KEYS, Animator, MotionControls, bundled, drive_parameters
+from gagavatar.reenact import DEMO_DATA, bundled
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:the ViT backbone has RANDOM weights")
@@ -36,7 +36,6 @@ SCREENSHOT = ROOT / "docs" / "images" / "app.png"
 def clips(tmp_path_factory):
     """A tracked source and driver: the bundled demo clips, or (where they are not installed)
     two synthetic people. The driver is another person whose head turns."""
-    from gagavatar.commands import DEMO_DATA
     from gagavatar.data import Dataset
 
     if (bundled(DEMO_DATA) / "index.json").is_file():
@@ -257,91 +256,3 @@ def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_p
     with pytest.raises(AppError, match="No face found"):
         client.predict(handle_file(str(media["photo"])), [handle_file(str(media["blank"]))], *controls,
                        api_name="/animate")
-
-
-# --------------------------------------------------------------------------- motion controls
-@pytest.fixture(scope="module")
-def animator(checkpoint):
-    return Animator.from_checkpoint(checkpoint, device="cpu")
-
-
-def _first(params, n: int) -> dict:
-    """The first ``n`` frames of a video's per-frame arrays (a driver for drive_parameters)."""
-    return {k: np.asarray(params[k])[:n] for k in MOTION_KEYS + ("transform", "valid")}
-
-
-def _rendered_views(animator, avatar, motion) -> torch.Tensor:
-    """The world-to-camera matrices [F,4,4] that reach the renderer."""
-    seen = []
-    render = animator.model.render
-
-    def spy(avatar, vertices, camera):
-        seen.append(camera.viewmat.detach().clone())
-        return render(avatar, vertices, camera)
-
-    animator.model.render = spy
-    try:
-        frames = list(animator.render(avatar, motion))
-    finally:
-        del animator.model.render
-    assert len(frames) == len(motion["transform"])
-    return torch.cat(seen)
-
-
-def test_transfer_expression_keeps_the_source_head_pose(clips, animator):
-    from gagavatar.render.cameras import Camera
-
-    source, driver = clips["source"], clips["driver"]
-    avatar = animator.reconstruct(source, 0)
-    source_view = Camera.from_reference(torch.from_numpy(source.params["transform"][:1].copy()), animator.size)
-    drive = _first(driver.params, 8)
-    for mode in ("expression", "all"):
-        motion = drive_parameters(source.params.frame(0), drive, MotionControls(transfer=mode))
-        views = _rendered_views(animator, avatar, motion)
-        same = torch.allclose(views, source_view.viewmat.expand_as(views), atol=1e-5)
-        assert same == (mode == "expression"), mode  # the driver is posed otherwise: "all" must differ
-        np.testing.assert_array_equal(motion["expression"], drive["expression"])
-        np.testing.assert_array_equal(motion["jaw_pose"], drive["jaw_pose"])
-
-
-def test_transfer_pose_keeps_the_source_expression(clips):
-    source, driver = clips["source"], clips["driver"]
-    s = source.params.frame(0)
-    motion = drive_parameters(s, driver.params, MotionControls(transfer="pose"))
-    for key in MOTION_KEYS:
-        np.testing.assert_array_equal(motion[key], np.broadcast_to(s[key], motion[key].shape), err_msg=key)
-    np.testing.assert_array_equal(motion["transform"], driver.params["transform"])
-    assert not np.allclose(driver.params["expression"], s["expression"])  # the driver's would differ
-
-
-def _jitter(transform: np.ndarray) -> tuple[float, float]:
-    """Mean frame-to-frame rotation angle (radians) and translation step of [F,3,4] transforms."""
-    R, T = transform[:, :, :3].astype(np.float64), transform[:, :, 3].astype(np.float64)
-    rel = np.einsum("fij,fkj->fik", R[1:], R[:-1])
-    angle = np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1))
-    return float(angle.mean()), float(np.linalg.norm(T[1:] - T[:-1], axis=1).mean())
-
-
-def test_stabilize_lowers_the_jitter_of_a_noisy_driver(clips):
-    from scipy.spatial.transform import Rotation
-
-    source, driver = clips["source"], clips["driver"]
-    rng = np.random.default_rng(0)
-    n = 40
-    take = np.arange(n) % driver.n_frames
-    noisy = {k: np.asarray(driver.params[k])[take].copy() for k in MOTION_KEYS + ("transform",)}
-    noisy["valid"] = np.ones(n, bool)
-    shake = Rotation.from_rotvec(rng.normal(0, 0.03, (n, 3))).as_matrix().astype(np.float32)
-    noisy["transform"][:, :, :3] = shake @ noisy["transform"][:, :, :3]
-    noisy["transform"][:, :, 3] += rng.normal(0, 0.05, (n, 3)).astype(np.float32)
-    noisy["eye_pose"] += rng.normal(0, 0.05, (n, 6)).astype(np.float32)
-
-    raw = drive_parameters(source.params.frame(0), noisy, MotionControls(stabilize=0.0))
-    calm = drive_parameters(source.params.frame(0), noisy, MotionControls(stabilize=1.0))
-    (r0, t0), (r1, t1) = _jitter(raw["transform"]), _jitter(calm["transform"])
-    assert r1 < 0.8 * r0 and t1 < 0.8 * t0, (r0, r1, t0, t1)
-    eyes = [np.abs(np.diff(m["eye_pose"], axis=0)).mean() for m in (raw, calm)]
-    assert eyes[1] < 0.8 * eyes[0]
-    np.testing.assert_array_equal(calm["expression"], raw["expression"])  # expression is not smoothed
-    rot = calm["transform"][:, :, :3].astype(np.float64)  # still rotations
-    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-5)

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from gagavatar.render import REFERENCE_FOCAL, Camera, intrinsics, look_at, orbit, rasterize
-from gagavatar.render.cameras import reference_to_viewmat, viewmat_to_reference
+from gagavatar.geometry import REFERENCE_FOCAL, Camera, intrinsics, look_at, orbit
+from gagavatar.render import rasterize
+from gagavatar.geometry import reference_to_viewmat, viewmat_to_reference
 
 
 def random_reference_transforms(n: int, seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,9 @@ from PIL import Image, ImageDraw
 
 from gagavatar.data import (Dataset, DatasetError, MissingFileError, PairDataset, VideoWriter, composite,
                             default_params, update_index, write_video)
-from gagavatar.render.cameras import Camera, look_at, viewmat_to_reference
+from gagavatar.data.pairs import collate
+from gagavatar.geometry import Camera, look_at, viewmat_to_reference
+from gagavatar.head import HeadModel
 
 SIZE = 32
 
@@ -161,8 +163,9 @@ def test_pairs_self_and_cross(small_dataset):
         seen.add((s["target_video"], f))
         expected = composite(_to_tensor(frames[f]), _to_tensor(mattes[f]), (0.0, 1.0, 0.0))
         assert torch.equal(s["target_image"], expected)
-        assert torch.equal(s["target_transform"], torch.from_numpy(params["transform"][f]))
-        assert torch.equal(s["target_expression"], torch.from_numpy(params["expression"][f]))
+        assert torch.equal(s["target"].camera.to_reference()[0], torch.from_numpy(params["transform"][f]))
+        assert torch.equal(s["target"].camera.K[0], torch.from_numpy(params["K"][f]))
+        assert torch.equal(s["target"].expression[0], torch.from_numpy(params["expression"][f]))
     assert len(seen) == 15
     cross = PairDataset(root, "train", "cross", size=16)
     identity = {v: v[0] for v in written}
@@ -172,10 +175,11 @@ def test_pairs_self_and_cross(small_dataset):
         src = written[s["source_video"]][2]
         drv = written[s["target_video"]][2]
         # the source's identity, the driver's expression and camera
-        assert torch.equal(s["target_shape"], torch.from_numpy(src["shape"]))
-        assert torch.equal(s["target_jaw_pose"], torch.from_numpy(drv["jaw_pose"][s["target_frame"]]))
-        assert s["source_image"].shape == (3, 16, 16) and s["target_matte"].shape == (1, 16, 16)
-        assert torch.allclose(s["target_K"][0, 0], torch.tensor(drv["K"][0, 0, 0] * 16 / SIZE))
+        assert torch.equal(s["target"].shape[0], torch.from_numpy(src["shape"]))
+        assert torch.equal(s["target"].jaw_pose[0], torch.from_numpy(drv["jaw_pose"][s["target_frame"]]))
+        assert s["source_image"].shape == (3, 16, 16) and s["target_image"].shape == (3, 16, 16)
+        assert torch.allclose(s["target"].camera.K[0, 0, 0], torch.tensor(drv["K"][0, 0, 0] * 16 / SIZE))
+        assert (s["target"].camera.width, s["source"].camera.height) == (16, 16)
     with pytest.raises(ValueError, match="two identities"):
         PairDataset(root, "val", "cross")
     # evaluation splits use the first frame as the source, like the reference
@@ -194,7 +198,11 @@ def test_pairs_deterministic(small_dataset):
     for i in (0, 7):
         sa, sb = a[i], b[i]
         for k in sa:
-            assert torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
+            if k in ("source", "target"):
+                assert torch.equal(sa[k].vertices(HeadModel.default()), sb[k].vertices(HeadModel.default()))
+                assert torch.equal(sa[k].camera.viewmat, sb[k].camera.viewmat)
+            else:
+                assert torch.equal(sa[k], sb[k]) if torch.is_tensor(sa[k]) else sa[k] == sb[k]
     a.set_epoch(1)
     assert [a.pair(i) for i in range(12)] != pairs_a
 
@@ -202,12 +210,13 @@ def test_pairs_deterministic(small_dataset):
 def test_dataloader_workers(small_dataset):
     root, _ = small_dataset
     ds = PairDataset(root, "train", "self", seed=1, length=8)
-    serial = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0))
-    parallel = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2))
+    serial = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate))
+    parallel = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate))
     assert len(serial) == len(parallel) == 2
     for x, y in zip(serial, parallel):
         assert torch.equal(x["target_image"], y["target_image"])
-        assert torch.equal(x["source_transform"], y["source_transform"])
+        assert len(x["source"]) == 4 and torch.equal(x["source"].camera.viewmat, y["source"].camera.viewmat)
+        assert torch.equal(x["target"].expression, y["target"].expression)
         assert x["source_video"] == y["source_video"]
 
 
@@ -246,9 +255,10 @@ def test_synthetic_silhouette_matches_head_model(synthetic):
     ds, head = synthetic
     for v in ds.videos:
         for i in range(v.n_frames):
-            frame = v.params.frame(i)
+            frame = {k: v.params[k] if k == "shape" and v.params[k].ndim == 1 else v.params[k][i]
+                     for k in ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")}
             matte = v.matte(i) > 127
-            mesh = mesh_silhouette(head, frame, frame["transform"], v.width, v.params.scale)
+            mesh = mesh_silhouette(head, frame, v.params["transform"][i], v.width, float(v.params["scale"]))
             covered = (mesh & matte).sum() / mesh.sum()
             iou = (mesh & matte).sum() / (mesh | matte).sum()
             assert covered > 0.97 and iou > 0.88, (v.id, i, covered, iou)
@@ -265,7 +275,7 @@ def test_synthetic_landmarks_boxes_framing(synthetic):
         t = lambda k: torch.from_numpy(p[k])  # noqa: E731
         with torch.no_grad():
             verts = head(t("shape")[None], t("expression"), jaw_pose=t("jaw_pose"), eye_pose=t("eye_pose"))
-            lmk = Camera.from_reference(t("transform"), v.width).project(head.landmarks(verts) * p.scale)
+            lmk = Camera.from_reference(t("transform"), v.width).project(head.landmarks(verts) * float(p["scale"]))
         assert np.abs(lmk.numpy() - p["landmarks"]).max() < 1e-3
         assert np.allclose(p["global_pose"], 0) and np.allclose(p["focal"], 12.0)  # pose lives in the camera
         box = p["bbox"] * v.width
@@ -310,13 +320,12 @@ def test_synthetic_same_seed_same_data(tmp_path, synthetic):
 
 def test_pairs_on_synthetic_with_vertices(synthetic):
     ds, head = synthetic
-    pairs = PairDataset(ds.root, "train", "self", head_model=head, size=32)
+    pairs = PairDataset(ds.root, "train", "self", size=32)
     s = pairs[0]
-    assert s["target_vertices"].shape == (head.n_vertices, 3)
-    # world-space vertices seen by the target camera put the landmarks where they were stored
-    view = Camera.from_reference(s["target_transform"][None], 32).viewmat
-    cam = Camera(view, s["target_K"][None], 32, 32)  # K at the output size
-    uv = cam.project(head.landmarks(s["target_vertices"][None]))[0]
+    vertices = s["target"].vertices(head)
+    assert vertices.shape == (1, head.n_vertices, 3)
+    # world-space vertices seen by the target camera (at the output size) put the landmarks where they were stored
+    uv = s["target"].camera.project(head.landmarks(vertices))[0]
     assert torch.allclose(uv, s["target_landmarks"], atol=1e-3)
 
 

@@ -61,10 +61,11 @@ def table_rows(report: str) -> list[list[str]]:
 
 
 def brute_image(video, frame: int, size: int) -> torch.Tensor:
-    """A frame and its matte resized to ``size``, then composited on black [3,S,S] (as the loader does)."""
-    resize = lambda x: F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,  # noqa: E731
-                                     antialias=True)[0].clamp(0, 1)
-    return composite(resize(image_to_tensor(video.frame(frame))), resize(image_to_tensor(video.matte(frame))))
+    """A frame composited on black with its matte at the stored size, then resized to ``size``
+    [3,S,S] (the order the reference's crops are made in, as the loader does)."""
+    matted = composite(image_to_tensor(video.frame(frame)), image_to_tensor(video.matte(frame)))
+    return F.interpolate(matted[None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
 
 
 def test_report_for_a_tiny_checkpoint(data, runs, tmp_path):

@@ -95,7 +95,7 @@ def default_head():
 # --------------------------------------------------------------------------- an independent float64 LBS
 
 
-def reference_lbs(a, shape, expr, pose, scale=1.0, translation=None):
+def reference_lbs(a, shape, expr, pose, translation=None):
     """FLAME written out plainly, one vertex and one joint at a time (numpy float64, scipy rotations).
 
     pose [5,3] axis-angle: global, neck, jaw, left eye, right eye.
@@ -120,7 +120,7 @@ def reference_lbs(a, shape, expr, pose, scale=1.0, translation=None):
             out[i] += a["weights"][i, j] * p[:3]
     if translation is not None:
         out += translation
-    return scale * out
+    return out
 
 
 def random_pose(rng, B):
@@ -220,7 +220,7 @@ def test_lbs_matches_independent_float64_reference(flame_pkl):
     path, arrays = flame_pkl
     # the model keeps float32 buffers: give the reference the same (rounded) numbers
     a = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in arrays.items()}
-    model = HeadModel.load(path, n_shape=300, n_expression=100, scale=5.0).double()
+    model = HeadModel.load(path, n_shape=300, n_expression=100).double()
     rng = np.random.default_rng(3)
     B = 3
     shape, expr = rng.normal(size=(B, 120)), rng.normal(size=(B, 100))  # 120 < 300 shape columns: rest zero
@@ -229,7 +229,7 @@ def test_lbs_matches_independent_float64_reference(flame_pkl):
     got = model(torch.tensor(shape), torch.tensor(expr), translation=torch.tensor(transl), **pose).numpy()
     for b in range(B):
         full_pose = np.concatenate([pose[k][b].numpy() for k in ("global_pose", "neck_pose", "jaw_pose", "eye_pose")])
-        want = reference_lbs(a, shape[b], expr[b], full_pose.reshape(5, 3), scale=5.0, translation=transl[b])
+        want = reference_lbs(a, shape[b], expr[b], full_pose.reshape(5, 3), translation=transl[b])
         np.testing.assert_allclose(got[b], want, rtol=0, atol=1e-10)
 
 
@@ -449,7 +449,7 @@ def test_rendered_contact_sheet_looks_like_a_head(tmp_path, default_head):
     with torch.no_grad():
         verts = default_head(torch.zeros(2, default_head.n_shape), jaw_pose=torch.cat([rest, opened]))
         img, _ = render_head(default_head, verts, 0.0, size, colors, faces=visible_faces(default_head.faces, parts))
-        from gagavatar.render.cameras import Camera
+        from gagavatar.geometry import Camera
 
         a = 0.0
         target = torch.tensor([[0.0, -0.02, 0.0]])

@@ -17,7 +17,8 @@ import torch
 from conftest import requires_cuda
 from scipy.spatial.transform import Rotation
 
-from gagavatar.render import RasterOutput, intrinsics, look_at, rasterize
+from gagavatar.geometry import intrinsics, look_at
+from gagavatar.render import RasterOutput, rasterize
 
 R = importlib.import_module("gagavatar.render.rasterize")  # the module (the package exports the function)
 

@@ -8,15 +8,14 @@ from typer.testing import CliRunner
 from gagavatar import commands
 from gagavatar.cli import app
 from gagavatar.data.format import Dataset, write_video
-from gagavatar.export import SH_C0, read_ply
-from gagavatar.reenact import Animator, MotionControls, bundled, drive_parameters
+from gagavatar.reenact import DEMO_DATA, Animator, bundled
 
-CLIPS = bundled(commands.DEMO_DATA)
+CLIPS = bundled(DEMO_DATA)
 
 
 @pytest.fixture(scope="module")
 def animator():
-    return Animator.from_checkpoint(device="cpu")
+    return Animator.load(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -65,37 +64,35 @@ def test_reenact_repeats_frames_without_a_face(animator, clips, tmp_path):
     assert np.abs(video[2].astype(int) - video[3].astype(int)).mean() < 0.5
 
 
-def test_motion_controls(clips):
-    source, driver = clips
-    src = source.params.frame(0)
-    expr_only = drive_parameters(src, driver.params, MotionControls(transfer="expression"))
-    np.testing.assert_allclose(expr_only["transform"], np.broadcast_to(src["transform"], expr_only["transform"].shape))
-    np.testing.assert_allclose(expr_only["expression"], driver.params["expression"])
-    pose_only = drive_parameters(src, driver.params, MotionControls(transfer="pose"))
-    np.testing.assert_allclose(pose_only["expression"], np.broadcast_to(src["expression"], pose_only["expression"].shape))
-    np.testing.assert_allclose(pose_only["transform"], driver.params["transform"])
-    rel = drive_parameters(src, driver.params, MotionControls(relative=True))
-    np.testing.assert_allclose(rel["transform"][0], src["transform"], atol=1e-5)  # frame 0 = the source's pose
-    np.testing.assert_allclose(rel["expression"][0], src["expression"], atol=1e-6)
+def test_ply_follows_the_3dgs_conventions(animator, clips, tmp_path):
+    """Read by property name with plyfile (not our reader) and checked against the 3D Gaussian
+    splatting conventions written out here: f_dc = (rgb - 0.5) / C0, opacity as a logit, log
+    scales, unit quaternions w first; then one feat_i per feature channel of the model."""
+    from plyfile import PlyData
 
-
-def test_ply_round_trip(animator, clips, tmp_path):
     source, _ = clips
     path = commands.export_ply(source.folder, tmp_path / "avatar.ply", animator=animator)
-    ply = read_ply(path)
-    for name in ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-                 "rot_0", "rot_1", "rot_2", "rot_3"]:
-        assert name in ply["names"]
-    avatar = animator.reconstruct(source, 0)
-    n = avatar.features.shape[1]
-    assert ply["means"].shape == (n, 3)
-    np.testing.assert_allclose(ply["features"], avatar.features[0].numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ply["opacities"], avatar.opacities[0, :, 0].numpy().clip(1e-6, 1 - 1e-6), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(ply["scales"], avatar.splat_scales[0].numpy(), rtol=1e-4)
-    np.testing.assert_allclose(ply["means"][n - 10:], avatar.lifted_xyz[0, -10:].numpy(), rtol=1e-5, atol=1e-5)
-    rgb = avatar.features[0, :, :3].numpy().clip(0, 1)
-    np.testing.assert_allclose(ply["rgb"], rgb, atol=1e-5)
-    assert abs(SH_C0 - 0.2820948) < 1e-6
+    vertex = PlyData.read(str(path))["vertex"]
+    avatar = animator.reconstruct(source)
+    n, channels = avatar.features.shape[1:]
+    col = lambda *names: np.stack([np.asarray(vertex[name], np.float64) for name in names], 1)  # noqa: E731
+    assert len(vertex) == n == animator.model.config.n_gaussians
+    features = avatar.features[0].double().numpy()
+    np.testing.assert_allclose(col("f_dc_0", "f_dc_1", "f_dc_2"),
+                               (features[:, :3].clip(0, 1) - 0.5) / 0.28209479177387814, rtol=1e-5, atol=1e-4)
+    opacity = avatar.opacities[0, :, 0].double().numpy().clip(1e-6, 1 - 1e-6)
+    np.testing.assert_allclose(col("opacity")[:, 0], np.log(opacity / (1 - opacity)), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(col("scale_0", "scale_1", "scale_2"), np.log(avatar.splat_scales[0].double().numpy()),
+                               rtol=1e-5, atol=1e-4)
+    quats = col("rot_0", "rot_1", "rot_2", "rot_3")
+    np.testing.assert_allclose(np.linalg.norm(quats, axis=1), 1.0, atol=1e-5)
+    want = avatar.splat_rotations[0].double().numpy()
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs((quats * want).sum(1)), 1.0, atol=1e-5)  # the same rotation (q ~ -q)
+    np.testing.assert_allclose(col(*[f"feat_{i}" for i in range(channels)]), features, rtol=1e-5, atol=1e-5)
+    assert f"feat_{channels}" not in vertex.data.dtype.names
+    vertices = source.frames(0).vertices(animator.head)[0].double().numpy()  # expression Gaussians: the source's mesh
+    np.testing.assert_allclose(col("x", "y", "z")[:len(vertices)], vertices, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

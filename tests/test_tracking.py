@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from gagavatar import io as gio
-from gagavatar.head import HeadModel, axis_angle_to_matrix
-from gagavatar.render.cameras import Camera, intrinsics
+from gagavatar.geometry import axis_angle_to_matrix
+from gagavatar.head import HeadModel
+from gagavatar.geometry import Camera, intrinsics
 from gagavatar.tracking import fitting, framing, smoothing
-from gagavatar.tracking import reference_format as refmt
+from gagavatar.data import reference_format as refmt
 from gagavatar.tracking.rig import LandmarkRig, rotation_jacobian
 
 

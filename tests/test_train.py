@@ -11,12 +11,13 @@ import time
 import pytest
 import torch
 
-from gagavatar.data import PairDataset
+from gagavatar.data.pairs import PairDataset, collate
+from gagavatar.head import load_head_model
 from gagavatar.synthetic.video import SynthConfig, generate
 from gagavatar.train.losses import GAGAvatarLoss, LossConfig
 from gagavatar.train.sampler import batch_indices
 from gagavatar.train.state import checkpoints
-from gagavatar.train.trainer import TrainConfig, build_model, load_head_model, make_optimizer, train
+from gagavatar.train.trainer import TrainConfig, build_model, make_optimizer, train
 
 SMALL_MODEL = {"image_size": 56, "plane_size": 16, "render_size": 64}
 
@@ -62,13 +63,14 @@ def test_loss_decreases_on_a_fixed_batch(dataset):
     torch.manual_seed(0)
     head = load_head_model(None)
     model = build_model(cfg, head.n_vertices)
-    data = PairDataset(dataset, size=64, length=8, head_model=head)
-    batch = torch.utils.data.default_collate([data[0], data[1]])
+    data = PairDataset(dataset, size=64, length=8)
+    batch = collate([data[0], data[1]])
+    vertices = batch["target"].vertices(head)
     optimizer, _ = make_optimizer(model, cfg)
     loss_fn = GAGAvatarLoss(LossConfig())
     losses = []
     for _ in range(15):
-        out = model(batch)
+        out = model(batch["source_image"], batch["source"].camera, vertices, batch["target"].camera)
         loss, _ = loss_fn(out.coarse, out.fine, batch["target_image"], batch["target_bbox"], out.vertices,
                           out.lifted_points)
         optimizer.zero_grad()

@@ -1,13 +1,13 @@
 """The dataset format (``format``) and the training pair loader (``pairs``)."""
 from gagavatar.data.format import (
-    DEFAULT_SCALE, FORMAT_VERSION, Dataset, DatasetError, DatasetIndex, MissingFileError, VideoInfo,
+    FORMAT_VERSION, Dataset, DatasetError, DatasetIndex, MissingFileError, VideoInfo,
     VideoParams, VideoRecord, VideoWriter, composite, default_params, image_to_tensor, read_params,
     update_index, validate_params, write_video,
 )
 from gagavatar.data.pairs import PairDataset
 
 __all__ = [
-    "DEFAULT_SCALE", "FORMAT_VERSION", "Dataset", "DatasetError", "DatasetIndex", "MissingFileError",
+    "FORMAT_VERSION", "Dataset", "DatasetError", "DatasetIndex", "MissingFileError",
     "VideoInfo", "VideoParams", "VideoRecord", "VideoWriter", "composite", "default_params",
     "image_to_tensor", "read_params", "update_index", "validate_params", "write_video", "PairDataset",
 ]

@@ -12,11 +12,12 @@ A dataset is a folder::
 
 ``params.npz`` holds head-model parameters (FLAME layout, x1 = metres), the
 camera in the reference's 3x4 convention (SPEC §7.1) in world units = head
-model x ``scale``, pixel intrinsics at the stored frame size, the face box,
+model x ``WORLD_SCALE``, pixel intrinsics at the stored frame size, the face box,
 2D landmarks, the crop box and a validity flag. Writers: ``VideoWriter``,
 ``write_video``, ``update_index``. Readers: ``Dataset`` -> ``VideoRecord``
-with lazy ``frame(i)``, ``matte(i)`` and ``params``; nothing is read before
-it is asked for, so a DataLoader worker only opens the files it samples.
+with lazy ``frame(i)``, ``matte(i)``, ``params`` and ``frames()`` (the one frame
+type, ``gagavatar.data.frame.FrameParams``); nothing is read before it is asked
+for, so a DataLoader worker only opens the files it samples.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from gagavatar.io import atomic_path
-from gagavatar.render.cameras import REFERENCE_FOCAL
+from gagavatar.data.frame import FrameParams
+from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE
+from gagavatar.io import atomic_path, resize_image
 
 FORMAT_NAME = "gagavatar-dataset"
 FORMAT_VERSION = 1
@@ -43,9 +45,6 @@ MATTES_DIR = "mattes"
 MP4_FILE = "frames.mp4"
 FRAME_FORMATS = ("png", "jpg", "mp4")
 SPLITS = ("train", "val", "test")
-
-# World units per head-model unit: the reference (and the network) multiply FLAME by 5.
-DEFAULT_SCALE = 5.0
 
 # Per-frame arrays of params.npz: name -> trailing shape (None = model-dependent size).
 # All float32 except ``valid`` (bool). ``shape`` may also be one row [S] for the whole video.
@@ -213,7 +212,7 @@ def default_params(n_frames: int, width: int, height: int, n_shape: int, n_expre
         "landmarks": np.zeros((n_frames, n_landmarks, 2), np.float32),
         "crop_box": np.tile(np.array([0, 0, width, height], np.float32), (n_frames, 1)),
         "valid": np.ones(n_frames, bool),
-        "scale": np.float32(DEFAULT_SCALE),
+        "scale": np.float32(WORLD_SCALE),
         "landmark_set": np.str_("ibug68"),
     }
 
@@ -247,8 +246,11 @@ def validate_params(params: dict, n_frames: int, where: str) -> dict[str, np.nda
         if name != "valid" and not np.isfinite(a).all():
             raise DatasetError(f"{where}: array {name!r} has NaN or infinite values")
         out[name] = a
-    scale = params.get("scale", DEFAULT_SCALE)
-    out["scale"] = np.float32(scale.item() if hasattr(scale, "item") else scale)
+    scale = float(np.asarray(params.get("scale", WORLD_SCALE)))
+    if scale != WORLD_SCALE:  # one world scale everywhere: a second one would be applied twice or not at all
+        raise DatasetError(f"{where}: world scale {scale:g}; gagavatar uses {WORLD_SCALE:g} (FLAME x 5, as the "
+                           f"reference): re-track or re-import this video")
+    out["scale"] = np.float32(scale)
     out["landmark_set"] = np.str_(str(params.get("landmark_set", "ibug68")))
     n_landmarks = out["landmarks"].shape[1]
     ids = np.asarray(params["landmark_ids"] if "landmark_ids" in params else np.arange(n_landmarks))
@@ -261,17 +263,14 @@ def validate_params(params: dict, n_frames: int, where: str) -> dict[str, np.nda
 
 @dataclass
 class VideoParams:
-    """The arrays of one params.npz (see ``FRAME_ARRAYS``), plus ``scale`` and ``landmark_set``."""
+    """The arrays of one params.npz (see ``FRAME_ARRAYS``), plus ``scale`` (= WORLD_SCALE) and
+    ``landmark_set``. ``VideoRecord.frames`` turns them into ``FrameParams``."""
 
     arrays: dict[str, np.ndarray]
 
     @property
     def n_frames(self) -> int:
         return self.arrays["expression"].shape[0]
-
-    @property
-    def scale(self) -> float:
-        return float(self.arrays["scale"])
 
     @property
     def landmark_set(self) -> str:
@@ -284,19 +283,6 @@ class VideoParams:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
-
-    def shape_of(self, i: int) -> np.ndarray:
-        """Shape coefficients [S] of frame ``i`` (the video's one shape when stored as [S])."""
-        s = self.arrays["shape"]
-        return s if s.ndim == 1 else s[i]
-
-    def frame(self, i: int) -> dict[str, np.ndarray]:
-        """Every per-frame array at frame ``i`` (``shape`` as [S])."""
-        if not 0 <= i < self.n_frames:
-            raise IndexError(f"frame {i} out of range for a video of {self.n_frames} frames")
-        d = {k: self.arrays[k][i] for k in FRAME_ARRAYS if k != "shape"}
-        d["shape"] = self.shape_of(i)
-        return d
 
 
 def read_params(path: str | os.PathLike, n_frames: int | None = None) -> VideoParams:
@@ -448,6 +434,20 @@ class VideoRecord:
     def _check(self, i: int) -> None:
         if not 0 <= i < self.n_frames:
             raise IndexError(f"frame {i} out of range for video {self.id!r} of {self.n_frames} frames")
+
+    def frames(self, index=None) -> FrameParams:
+        """Head parameters and cameras of frames ``index`` (an int, a slice, an index array; None: all)."""
+        return FrameParams.from_arrays(self.params, self.width, self.height, index)
+
+    def image(self, i: int, size: int | None = None, background=(0.0, 0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``i`` composited on ``background`` with its matte, then resized to ``size`` (None: as
+        stored), the order the reference's crops were made in (matted at full size): float image
+        [3, S, S] in [0, 1] and matte [1, S, S]."""
+        matte = image_to_tensor(self.matte(i))
+        image = composite(image_to_tensor(self.frame(i)), matte, background)
+        if size is not None:
+            image, matte = (resize_image(x, size).clamp(0, 1) for x in (image, matte))
+        return image, matte
 
     def frame_path(self, i: int) -> Path:
         if self.info.frames == "mp4":

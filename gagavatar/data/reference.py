@@ -1,7 +1,7 @@
 """The reference tracker's output folders (xg-chu/GAGAvatar_track, SPEC §9) in and out of the dataset format.
 
 A reference folder holds ``optim.pkl`` and/or ``smoothed.pkl`` (dict
-``"{video}_{frame}"`` -> numpy arrays, layout in ``gagavatar.tracking.reference_format``)
+``"{video}_{frame}"`` -> numpy arrays, layout in ``gagavatar.data.reference_format``)
 and ``img_lmdb/`` (the same keys -> JPEG/PNG of the 512 crop matted on black).
 The single-image tracker writes no LMDB but keeps each crop in its record
 (``image``, float [3,H,W] in [0,1]); both are read.
@@ -11,8 +11,9 @@ The single-image tracker writes no LMDB but keeps each crop in its record
     export_reference(Dataset("dataset/").videos[0], "ref/")  # and back
 
 Mapping (per frame): shapecode -> shape, expcode -> expression, posecode[:3]
--> global_pose (zeros: head pose lives in the camera), posecode[3:6] ->
-jaw_pose, eyecode -> eye_pose, transform_matrix -> transform, bbox -> bbox.
+-> global_pose (FLAME's global rotation: small, as head pose lives in the camera,
+but the reference applies it and so do we), posecode[3:6] -> jaw_pose, eyecode
+-> eye_pose, transform_matrix -> the camera (focal 12), bbox -> bbox.
 Frames in the LMDB without a record (the tracker lost the face) become
 ``valid = False`` frames holding the nearest tracked frame's parameters.
 Pickles are read with ``load_reference_pickle`` (numpy arrays and plain
@@ -27,17 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from gagavatar.data.format import (
-    DEFAULT_SCALE, SPLITS, DatasetError, MissingFileError, VideoInfo, VideoRecord, VideoWriter,
-    default_params, update_index,
+    SPLITS, DatasetError, MissingFileError, VideoInfo, VideoRecord, VideoWriter, default_params, update_index,
 )
-from gagavatar.render.cameras import REFERENCE_FOCAL
-from gagavatar.tracking.reference_format import (
-    LmdbImageWriter, lmdb_keys, make_record, reference_key, save_reference_pickle,
+from gagavatar.data.frame import FrameParams
+from gagavatar.geometry import Camera, reference_to_viewmat
+from gagavatar.data.reference_format import (
+    LmdbImageWriter, lmdb_keys, load_reference_pickle, make_record, reference_key, save_reference_pickle,
 )
-from gagavatar.tracking.reference_format import load_reference_pickle as _load_tracking_pickle  # raises ValueError
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,6 @@ REQUIRED_FIELDS = ("shapecode", "expcode", "posecode", "eyecode", "transform_mat
 # recovered from a crop matted on black; holes inside the silhouette are filled.
 MATTE_THRESHOLD = 12
 REFERENCE_HEAD_MODEL = "flame2020"  # the reference tracker fits FLAME 2020 (SPEC §7.10)
-
-
-def load_reference_pickle(path: str | Path):
-    """Read an optim.pkl / smoothed.pkl without running code: numpy arrays and plain containers only."""
-    try:
-        return _load_tracking_pickle(path)
-    except ValueError as e:
-        raise DatasetError(str(e)) from e
 
 
 def is_reference_folder(path: str | Path) -> bool:
@@ -144,23 +137,24 @@ def _vector(record: dict, field: str, size: int | None, key: str) -> np.ndarray:
     return a
 
 
-def record_params(records: list[dict], keys: list[str]) -> dict[str, np.ndarray]:
-    """Dataset-format head and camera arrays [F,...] of reference records (one per frame)."""
-    shape = np.stack([_vector(r, "shapecode", None, k) for r, k in zip(records, keys)])
-    pose = np.stack([_vector(r, "posecode", 6, k) for r, k in zip(records, keys)])
-    transform = np.stack([_vector(r, "transform_matrix", 12, k).reshape(3, 4) for r, k in zip(records, keys)])
-    bbox = np.stack([_vector(r, "bbox", 4, k) if "bbox" in r else np.zeros(4, np.float32)
-                     for r, k in zip(records, keys)])
-    return {
-        # the reference shares one shape over a video; keep per-frame rows only when they differ
-        "shape": shape[0] if np.all(shape == shape[:1]) else shape,
-        "expression": np.stack([_vector(r, "expcode", None, k) for r, k in zip(records, keys)]),
-        "global_pose": pose[:, :3],
-        "jaw_pose": pose[:, 3:6],
-        "eye_pose": np.stack([_vector(r, "eyecode", 6, k) for r, k in zip(records, keys)]),
-        "transform": transform,
-        "bbox": np.clip(bbox, 0.0, 1.0),
-    }
+def record_frames(records: list[dict], keys: list[str], width: int, height: int) -> FrameParams:
+    """The frames of reference records (one per frame; ``keys`` name them in errors), seen by the
+    reference camera (focal 12) at ``width`` x ``height``."""
+    pose = torch.from_numpy(np.stack([_vector(r, "posecode", 6, k) for r, k in zip(records, keys)]))
+    transform = torch.from_numpy(np.stack([_vector(r, "transform_matrix", 12, k).reshape(3, 4)
+                                           for r, k in zip(records, keys)]))
+    stack = lambda field, size: torch.from_numpy(np.stack([_vector(r, field, size, k)  # noqa: E731
+                                                           for r, k in zip(records, keys)]))
+    camera = Camera.from_reference(transform, (width, height))
+    return FrameParams(shape=stack("shapecode", None), expression=stack("expcode", None), global_pose=pose[:, :3],
+                       neck_pose=torch.zeros_like(pose[:, :3]), jaw_pose=pose[:, 3:], eye_pose=stack("eyecode", 6),
+                       translation=torch.zeros_like(pose[:, :3]), camera=camera)
+
+
+def record_boxes(records: list[dict], keys: list[str]) -> np.ndarray:
+    """The head boxes [F, 4] (normalised xyxy) of reference records; zeros where a record has none."""
+    return np.clip(np.stack([_vector(r, "bbox", 4, k) if "bbox" in r else np.zeros(4, np.float32)
+                             for r, k in zip(records, keys)]), 0.0, 1.0)
 
 
 def matte_from_black(image: np.ndarray, threshold: int = MATTE_THRESHOLD) -> np.ndarray:
@@ -272,21 +266,16 @@ def import_reference(folder: str | Path, out: str | Path, use: str = "auto", spl
 def _video_params(video: ReferenceVideo, width: int, height: int) -> dict[str, np.ndarray]:
     """params.npz arrays of a video; untracked frames copy the nearest earlier tracked one."""
     tracked = [k for k in video.keys if k in video.records]
-    arrays = record_params([video.records[k] for k in tracked], tracked)
-    if np.abs(arrays["global_pose"]).max() > 1e-6:
-        log.warning("%s: posecode[:3] (FLAME's global rotation) is not zero; it is kept as global_pose, but the "
-                    "reference (and reenactment here) carry head rotation in the camera only", video.id)
+    records = [video.records[k] for k in tracked]
     valid = np.array([k in video.records for k in video.keys])
     # index into the tracked rows: the last tracked frame at or before each frame (the first one before any)
     take = np.clip(np.cumsum(valid) - 1, 0, None)
-    F = len(video.keys)
-    params = default_params(F, width, height, n_shape=arrays["shape"].shape[-1],
+    arrays = record_frames(records, tracked, width, height)[take].to_arrays()
+    if np.all(arrays["shape"] == arrays["shape"][:1]):
+        arrays["shape"] = arrays["shape"][0]  # the reference shares one shape over a video
+    params = default_params(len(video.keys), width, height, n_shape=arrays["shape"].shape[-1],
                             n_expression=arrays["expression"].shape[1], n_landmarks=0)
-    for name, a in arrays.items():
-        params[name] = a if (name == "shape" and a.ndim == 1) else a[take]
-    params["valid"] = valid
-    params["focal"] = np.full(F, REFERENCE_FOCAL, np.float32)
-    params["scale"] = np.float32(DEFAULT_SCALE)
+    params.update(arrays, bbox=record_boxes(records, tracked)[take], valid=valid)
     params["landmark_set"] = np.str_("none")  # the reference keeps no landmarks
     return params
 
@@ -298,22 +287,20 @@ def export_reference(video: VideoRecord, out: str | Path, key_prefix: str | None
     2, ... as the reference numbers the frames it tracked."""
     import json
 
-    from gagavatar.data.format import composite, image_to_tensor
-
     out = Path(out)
-    p = video.params
     prefix = key_prefix or video.id
-    valid = np.flatnonzero(p["valid"])
+    valid = np.flatnonzero(video.params["valid"])
+    frames = video.frames(valid).to_arrays()
     writer = LmdbImageWriter(out / LMDB_DIR, len(valid), max(video.width, video.height))
     records = {}
     try:
         for k, i in enumerate(valid):
             key = reference_key(prefix, k)
-            matted = composite(image_to_tensor(video.frame(int(i))), image_to_tensor(video.matte(int(i))))
+            matted, _ = video.image(int(i))  # on black, as the reference stores crops
             writer.add(key, (matted.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-            records[key] = make_record(p.shape_of(int(i)), p["expression"][i], p["jaw_pose"][i], p["eye_pose"][i],
-                                       p["transform"][i], p["bbox"][i])
-            records[key]["posecode"][:3] = p["global_pose"][i]
+            records[key] = make_record(*(frames[name][k] for name in ("shape", "expression", "jaw_pose", "eye_pose",
+                                                                      "transform")),
+                                       video.params["bbox"][i], global_pose=frames["global_pose"][k])
     finally:
         writer.close()
     (out / SPLIT_FILE).write_text(json.dumps({s: list(records) if s == video.split else [] for s in SPLITS}))

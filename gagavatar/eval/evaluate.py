@@ -42,17 +42,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
-
+from gagavatar.data.pairs import collate
 from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ssim
 from gagavatar.io import resize_image
 from gagavatar.io import tensor_to_image as to_uint8
+from gagavatar.model.loader import MODEL_FILE, resolve_checkpoint
 from gagavatar.tracking.fitting import FitConfig
 
 SELF_METRICS = ("psnr", "ssim", "lpips", "csim", "aed", "apd", "akd")
 CROSS_METRICS = ("csim", "aed", "apd")
-HEAD_KEYS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
-MODEL_FILE = "model.safetensors"
 
 
 @dataclass
@@ -87,7 +85,7 @@ class Method:
     checkpoint: str | None = None
 
     def open(self, config: EvalConfig, size: int) -> None:
-        self.background = torch.tensor(config.background, dtype=torch.float32).view(1, 3, 1, 1)
+        pass
 
     def predict(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -106,38 +104,30 @@ class ModelMethod(Method):
         self.checkpoint = str(resolve_checkpoint(checkpoint))
         self.name = (name or checkpoint_name(checkpoint)) + (" (coarse)" if image == "coarse" else "")
         self.image = image
-        self.model = self.head = None
+        self.animator = None
 
     def open(self, config: EvalConfig, size: int | None = None) -> None:
-        if self.model is not None:  # already open (the table's size was read from it)
+        if self.animator is not None:  # already open (the table's size was read from it)
             return
-        super().open(config, size)
-        from gagavatar.reenact import load_checkpoint
+        from gagavatar.reenact import Animator
 
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.head = load_checkpoint(self.checkpoint, _load_head(config.head_model, self.checkpoint),
-                                                self.device)
+        self.animator = Animator.load(self.checkpoint, _load_head(config.head_model, self.checkpoint),
+                                      device=config.device, background=config.background)
 
     @property
     def render_size(self) -> int:
-        return self.model.config.render_size
+        return self.animator.size
 
     @torch.no_grad()
     def predict(self, batch: dict) -> torch.Tensor:
-        from gagavatar.render.cameras import Camera, reference_to_viewmat
-
         size = batch["target_image"].shape[-1]
-        dev = self.device
-        camera = lambda role, n: Camera(reference_to_viewmat(batch[f"{role}_transform"][:n].float()),  # noqa: E731
-                                        batch[f"{role}_K"][:n].float(), size, size).to(dev)
-        avatar = self.model.reconstruct(batch["source_image"][:1].to(dev), camera("source", 1))
-        out = self.model.render(avatar, driven_vertices(self.head, batch).to(dev), camera("target", None))
-        rgb = out.coarse if self.image == "coarse" else out.fine
-        image = (rgb.float() + (1 - out.alpha.float()) * self.background.to(dev)).clamp(0, 1).cpu()
+        a = self.animator
+        avatar = a.model.reconstruct(batch["source_image"][:1].to(a.device), batch["source"].camera[0].to(a.device))
+        image = a.images(avatar, batch["target"], coarse=self.image == "coarse").cpu()
         return resize_image(image, size).clamp(0, 1)
 
     def close(self) -> None:
-        self.model = self.head = None
+        self.animator = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -160,8 +150,7 @@ class MeanTrainingImage(Method):
         self.data = data
 
     def open(self, config: EvalConfig, size: int) -> None:
-        super().open(config, size)
-        from gagavatar.data import Dataset, composite, image_to_tensor
+        from gagavatar.data import Dataset
 
         frames = [(v, int(i)) for v in Dataset(self.data).split("train") for i in np.flatnonzero(v.params["valid"])]
         if not frames:
@@ -169,11 +158,9 @@ class MeanTrainingImage(Method):
                              f"(leave out --baselines, or evaluate on a dataset with a train split)")
         total = torch.zeros(3, size, size, dtype=torch.float64)
         take = _spread(len(frames), config.mean_image_frames)
-        resize = lambda x: resize_image(x, size).clamp(0, 1)  # noqa: E731
-        for k in take:  # resized, then composited: as the pair loader makes the targets
+        for k in take:  # as the pair loader makes the targets
             video, i = frames[k]
-            total += composite(resize(image_to_tensor(video.frame(i))), resize(image_to_tensor(video.matte(i))),
-                               config.background).double()
+            total += video.image(i, size, config.background)[0].double()
         self.mean = (total / len(take)).float()
 
     def predict(self, batch: dict) -> torch.Tensor:
@@ -202,24 +189,6 @@ def baseline_methods(data: str | Path) -> list[Method]:
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training run folder (its ``model.safetensors``)."""
-    path = Path(path)
-    if path.is_dir():
-        model = path / MODEL_FILE
-        if not model.is_file():
-            from gagavatar.train.state import latest_checkpoint
-
-            state = latest_checkpoint(path)
-            hint = (f" (it holds training states such as {state.name}; the run has not finished: "
-                    f"finish it with `gagavatar train --resume`)") if state else ""
-            raise FileNotFoundError(f"{path}: no {MODEL_FILE} in this run folder{hint}")
-        return model
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
-
-
 def checkpoint_name(path: str | Path) -> str:
     """Row name: a run folder's name (also for RUN/model.safetensors), else the file's stem."""
     path = Path(path)
@@ -230,23 +199,13 @@ def checkpoint_name(path: str | Path) -> str:
 
 def _load_head(head_model: str | None, checkpoint: str | None = None):
     """The head model: the given file, else the one the run was trained with, else the bundled one."""
-    from gagavatar.train.trainer import load_head_model
+    from gagavatar.head import load_head_model
 
     if head_model is None and checkpoint is not None:
         run_config = Path(checkpoint).parent / "config.json"
         if Path(checkpoint).name == MODEL_FILE and run_config.is_file():
             head_model = json.loads(run_config.read_text()).get("head_model")
     return load_head_model(head_model)
-
-
-@torch.no_grad()
-def driven_vertices(head, batch: dict) -> torch.Tensor:
-    """World-space vertices [B,V,3] of the targets' head parameters with the source's shape
-    (x the dataset's ``scale``)."""
-    args = [batch[f"target_{k}"].float() for k in HEAD_KEYS]
-    own_scale = float(getattr(head, "scale", 1.0))
-    device = head.v_template.device
-    return head(*[a.to(device) for a in args]) * (batch["scale"].float().to(device) / own_scale).view(-1, 1, 1)
 
 
 def resolve_lpips(lpips_weights: str | None, checkpoints: list[str]):
@@ -384,7 +343,7 @@ class Evaluator:
                 for group in self.pairs.groups(mode):
                     for start in range(0, len(group), self.config.batch_size):
                         chunk = group[start:start + self.config.batch_size]
-                        batch = default_collate([self.pairs.sample(mode, p) for p in chunk])
+                        batch = collate([self.pairs.sample(mode, p) for p in chunk])
                         images = method.predict(batch).float().clamp(0, 1)
                         for j, pos in enumerate(chunk):
                             records[pos], gen_landmarks[pos] = self._score(mode, batch, j, images[j])
@@ -520,7 +479,7 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
                    "aed_apd": None if evaluator.fit_error is None else
                    f"unavailable: the tracker cannot fit this head model ({evaluator.fit_error})",
                    **{f"{mode}": reason for mode, reason in evaluator.pairs.unavailable.items()}}
-    from gagavatar.bench import machine_description
+    from gagavatar.system import machine_description
 
     result = {
         "data": str(data), "split": config.split, "size": size, "machine": machine_description(),

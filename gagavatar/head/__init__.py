@@ -3,12 +3,12 @@
     from gagavatar.head import HeadModel
     head = HeadModel.load("generic_model.pkl", landmark_embedding="mediapipe_landmark_embedding.npz")
     head = HeadModel.default()          # the bundled synthetic head, no FLAME needed
-    verts = head(shape, expression, jaw_pose=jaw, eye_pose=eyes)   # [B,V,3]
+    verts = head(shape, expression, jaw_pose=jaw, eye_pose=eyes)   # [B,V,3], model units (metres)
     lmks = head.landmarks(verts)                                     # [B,L,3]
 """
 from gagavatar.head.flame_io import (HeadFileError, RefusedGlobalError, read_head_file, read_landmark_embedding,
                                      save_head_npz)
-from gagavatar.head.model import DEFAULT_HEAD_PATH, HeadModel, axis_angle_to_matrix
+from gagavatar.head.model import DEFAULT_HEAD_PATH, HeadModel, load_head_model
 
 __all__ = ["HeadModel", "HeadFileError", "RefusedGlobalError", "read_head_file", "read_landmark_embedding",
-           "save_head_npz", "axis_angle_to_matrix", "DEFAULT_HEAD_PATH"]
+           "save_head_npz", "load_head_model", "DEFAULT_HEAD_PATH"]

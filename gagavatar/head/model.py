@@ -9,13 +9,13 @@ Vertices are computed as in FLAME (and SMPL):
    joint, row-major (FLAME's 36 features for its 4 non-root joints);
 4. skinning: every joint's world transform ``G_j`` (chained along ``parents``)
    relative to its rest pose, blended per vertex with ``lbs_weights``;
-5. ``vertices = scale * (skinned + translation)``.
+5. ``vertices = skinned + translation``.
 
 Pose inputs are axis-angle vectors: ``global_pose`` (root), ``neck_pose``,
 ``jaw_pose`` [B,3] and ``eye_pose`` [B,6] (left eye, then right eye; FLAME's
-joints 3 and 4). ``scale`` multiplies every output coordinate, translation
-included, so ``translation`` is in the model's own units (metres for FLAME);
-the GAGAvatar network uses ``scale=5.0`` (SPEC §1).
+joints 3 and 4). Everything is in the model's own units (metres for FLAME);
+world units (x ``WORLD_SCALE``, SPEC §1) are applied in exactly one place,
+``gagavatar.data.frame.FrameParams.vertices``.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gagavatar.geometry.rotation import axis_angle_to_matrix
 from gagavatar.head import flame_io
 
 DEFAULT_HEAD_PATH = Path(__file__).resolve().parents[1] / "assets" / "head" / "synthetic_head.npz"
@@ -43,24 +44,6 @@ def _planar(dirs: np.ndarray) -> Tensor:
 def _planar_matrix(dirs: Tensor, columns: int) -> Tensor:
     """First ``columns`` columns of a [V,3,K] basis as a [columns, 3V] component-major matrix."""
     return dirs[..., :columns].permute(2, 1, 0).reshape(columns, -1)
-
-
-def axis_angle_to_matrix(rotvec: Tensor) -> Tensor:
-    """Rodrigues' formula: axis-angle [...,3] -> rotation matrices [...,3,3].
-
-    Uses the Taylor series near zero, so values and gradients are exact at rest pose.
-    """
-    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)[..., None]  # [...,1,1]
-    small = theta2 < 1e-8
-    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = theta2_safe.sqrt()
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)  # sin(t)/t
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)  # (1-cos t)/t^2
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*rotvec.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
-    return eye + a * K + b * (K @ K)
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -87,7 +70,7 @@ class HeadModel(nn.Module):
     (the bundled synthetic head). Works in float32 and float64 (``model.double()``).
     """
 
-    def __init__(self, arrays: dict, n_shape: int = 300, n_expression: int = 100, scale: float = 1.0,
+    def __init__(self, arrays: dict, n_shape: int = 300, n_expression: int = 100,
                  landmarks: dict | None = None, name: str = "head model"):
         super().__init__()
         shapedirs = np.asarray(arrays["shapedirs"], dtype=np.float32)
@@ -117,7 +100,6 @@ class HeadModel(nn.Module):
         self.register_buffer("parents", torch.from_numpy(parents))
         self.register_buffer("lbs_weights", f32(arrays["weights"]))
         self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["f"]).astype(np.int64)))
-        self.scale = float(scale)
         self.version = str(arrays.get("version", "unknown"))
         self.name = name
         self._parents_list = parents.tolist()
@@ -131,7 +113,7 @@ class HeadModel(nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def load(cls, path: str | Path, n_shape: int = 300, n_expression: int = 100, scale: float = 1.0,
+    def load(cls, path: str | Path, n_shape: int = 300, n_expression: int = 100,
              landmark_embedding: str | Path | dict | None = None) -> "HeadModel":
         """Load a FLAME-format file (.pkl, .npz, .pt; see ``flame_io``).
 
@@ -148,17 +130,17 @@ class HeadModel(nn.Module):
         if landmark_embedding is not None:
             landmarks = (landmark_embedding if isinstance(landmark_embedding, dict)
                          else flame_io.read_landmark_embedding(landmark_embedding))
-        return cls(arrays, n_shape=n_shape, n_expression=n_expression, scale=scale, landmarks=landmarks,
+        return cls(arrays, n_shape=n_shape, n_expression=n_expression, landmarks=landmarks,
                    name=str(path))
 
     @classmethod
-    def default(cls, n_shape: int = 300, n_expression: int = 100, scale: float = 1.0) -> "HeadModel":
+    def default(cls, n_shape: int = 300, n_expression: int = 100) -> "HeadModel":
         """The bundled synthetic head (``gagavatar/assets/head/synthetic_head.npz``,
         made by ``python -m gagavatar.synthetic.head``) with its MediaPipe landmark embedding."""
         if not DEFAULT_HEAD_PATH.exists():
             raise FileNotFoundError(f"the bundled synthetic head is missing: {DEFAULT_HEAD_PATH}. "
                                     "Regenerate it with `python -m gagavatar.synthetic.head`.")
-        return cls.load(DEFAULT_HEAD_PATH, n_shape=n_shape, n_expression=n_expression, scale=scale)
+        return cls.load(DEFAULT_HEAD_PATH, n_shape=n_shape, n_expression=n_expression)
 
     def set_landmark_embedding(self, landmarks: dict) -> None:
         """Use a barycentric embedding: ``{'face_idx' [L], 'bary' [L,3], 'indices' [L], 'format'}``."""
@@ -244,7 +226,7 @@ class HeadModel(nn.Module):
 
         shape [B,S<=n_shape], expression [B,E<=n_expression] (fewer columns: the rest
         are zero), global/neck/jaw pose [B,3] axis-angle, eye_pose [B,6] (left, right),
-        translation [B,3] (model units; scaled with the output). Inputs with batch 1
+        translation [B,3] (model units). Inputs with batch 1
         broadcast against the others.
         """
         ref = self.v_template
@@ -298,8 +280,6 @@ class HeadModel(nn.Module):
         verts = torch.addcmul(torch.addcmul(torch.addcmul(T[:, :, 3], T[:, :, 0], x), T[:, :, 1], y), T[:, :, 2], z)
         if translation is not None:
             verts = verts + self._pose(translation, 3, "translation", B, ref)[..., None]
-        if self.scale != 1.0:
-            verts = verts * self.scale
         return verts.transpose(1, 2).contiguous()  # [B,V,3]
 
     def landmarks(self, vertices: Tensor) -> Tensor:
@@ -317,5 +297,15 @@ class HeadModel(nn.Module):
     def extra_repr(self) -> str:
         return (f"vertices={self.n_vertices}, faces={self.faces.shape[0]}, joints={self.n_joints}, "
                 f"shape={self.n_shape} ({self.shape_columns} in file), expression={self.n_expression} "
-                f"({self.expression_columns} in file), scale={self.scale}, landmarks={self.n_landmarks} "
+                f"({self.expression_columns} in file), landmarks={self.n_landmarks} "
                 f"({self.landmark_format}), version={self.version}")
+
+
+def load_head_model(path: str | Path | None = None, landmark_embedding: str | Path | None = None) -> HeadModel:
+    """The head model a command runs with: a FLAME-format file, or the bundled synthetic head (None)."""
+    if path is None:
+        if landmark_embedding is not None:
+            raise ValueError("a landmark embedding belongs to a head model file (--head-model); "
+                             "the bundled head has its own")
+        return HeadModel.default()
+    return HeadModel.load(path, landmark_embedding=landmark_embedding)

@@ -2,24 +2,55 @@
 
 Keys are the network's parameter and buffer names; when the model carries the
 released perceptual network (``model.perceptual_state``) its tensors are
-stored too, under their reference names ``percep_loss.*``.
+stored too, under their reference names ``percep_loss.*``. ``build_from_state``
+is how every checkpoint (ours or the release) becomes a network.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from gagavatar.io import atomic_path
-from gagavatar.model.config import ModelConfig
-from gagavatar.model.official import PERCEPTUAL_PREFIX, CheckpointError, build_from_state
+from gagavatar.io import atomic_path, read_tensor_file
+from gagavatar.model.config import ModelConfig, paper
+from gagavatar.model.network import GAGAvatar
+from gagavatar.perceptual import PERCEPTUAL_PREFIX  # the released perceptual network keeps its reference names
 
 FORMAT = "gagavatar-model"
 FORMAT_VERSION = "1"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint does not match the network: names the offending tensors."""
+
+
+def build_from_state(state: dict[str, Tensor], config: ModelConfig | None = None, dtype: torch.dtype | None = None,
+                     device="cpu") -> GAGAvatar:
+    """A model whose every parameter and buffer is taken from ``state`` (strict;
+    built on the meta device, so no memory is spent on random weights first)."""
+    config = paper() if config is None else config
+    with torch.device("meta"):
+        model = GAGAvatar(config)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not fit the network: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"tensor {k} has shape {tuple(state[k].shape)}, the network needs {tuple(v.shape)}")
+    state = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.backbone.freeze()  # assign=True replaced the parameters; keep the backbone frozen
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors not set by the checkpoint: {leftover[:5]}")
+    return model
+
+
 def save(model, path: str | Path) -> Path:
-    """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors)."""
+    """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -39,25 +70,19 @@ def _metadata(path: Path) -> dict:
 
 
 def is_gagavatar_checkpoint(path: str | Path) -> bool:
-    return _metadata(Path(path)).get("format") == FORMAT
+    return Path(path).suffix == ".safetensors" and _metadata(Path(path)).get("format") == FORMAT
 
 
-def load(path: str | Path, device="cpu", dtype: torch.dtype | None = None):
+def load_gagavatar(path: str | Path, device="cpu", dtype: torch.dtype | None = None) -> GAGAvatar:
     """A GAGAvatar from a checkpoint written by ``save`` (config from its metadata)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: gagavatar checkpoints are .safetensors files; for the released "
-                              f"GAGAvatar.pt use gagavatar.model.load_official (or `gagavatar convert-official`)")
-    meta = _metadata(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a gagavatar checkpoint (no '{FORMAT}' metadata); "
-                              f"for the released weights use load_official")
-    config = ModelConfig.from_json(meta["config"])
-    tensors = load_file(str(path))
+    if not is_gagavatar_checkpoint(path):
+        raise CheckpointError(f"{path} is not a gagavatar checkpoint (a .safetensors file with '{FORMAT}' "
+                              f"metadata); for the released GAGAvatar.pt use gagavatar.model.load")
+    config = ModelConfig.from_json(_metadata(path)["config"])
+    tensors = read_tensor_file(path)
     perceptual = {k: v for k, v in tensors.items() if k.startswith(PERCEPTUAL_PREFIX)}
     network = {k: v for k, v in tensors.items() if not k.startswith(PERCEPTUAL_PREFIX)}
     model = build_from_state(network, config, dtype=dtype, device=device)

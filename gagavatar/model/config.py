@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from gagavatar.model.refiner import RefinerConfig
 
+# fields older checkpoints carry that no longer mean anything (lifting_loss was never read)
+REMOVED_FIELDS = ("lifting_loss",)
+
 QUIRK_CHOICES = {
     "fid_token": ("first_patch", "cls"),
     "lifted_rgb_sigmoid": ("columns", "channels"),
@@ -62,7 +65,8 @@ class ModelConfig:
       one_plane       only the front lifting head.
       use_fid         feed F_id to the expression Gaussians.
       use_refiner     run the neural renderer; without it the coarse image is the output.
-      lifting_loss    train with L_lifting (read by the training loop).
+      (The fourth, training without L_lifting, is a loss switch: ``gagavatar train --ablation
+      no_lifting_loss``.)
     """
 
     name: str = "paper"
@@ -95,7 +99,6 @@ class ModelConfig:
     one_plane: bool = False
     use_fid: bool = True
     use_refiner: bool = True
-    lifting_loss: bool = True
 
     def validate(self) -> "ModelConfig":
         for name, choices in QUIRK_CHOICES.items():
@@ -130,7 +133,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -175,7 +178,7 @@ def tiny() -> ModelConfig:
         plane_size=48, channels=16,
         lifting_hidden=32, expression_embed_dim=32, expression_hidden=64, expression_head_hidden=32,
         render_size=128,
-        refiner=dataclasses.replace(RefinerConfig.tiny(), in_dim=16, narrow=0.0625),
+        refiner=RefinerConfig.tiny(),
         fid_token="cls", lifted_rgb_sigmoid="channels", expression_rotation_norm="per_gaussian",
     )
 

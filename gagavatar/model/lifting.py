@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gagavatar.render.cameras import Camera
+from gagavatar.geometry import Camera, matrix_to_quaternion, quaternion_to_matrix
 
 
 # ----------------------------------------------------------------------------
@@ -206,39 +206,9 @@ def reference_covariances(quats: Tensor, scales: Tensor) -> Tensor:
     rotation; for the reference's expression Gaussians (quaternions of norm
     ~0.03, see ``ExpressionGaussians``) R(q) is close to the identity.
     """
-    w, x, y, z = quats.unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*quats.shape[:-1], 3, 3)
+    R = quaternion_to_matrix(quats, normalize=False)
     M = R * scales[..., None, :]
     return M @ M.transpose(-1, -2)
-
-
-def rotmat_to_quat(R: Tensor) -> Tensor:
-    """Rotation matrices [..., 3, 3] (det +1) -> unit quaternions [..., 4] (w first).
-
-    Shepperd's method: take whichever of 4w^2, 4x^2, 4y^2, 4z^2 is largest as
-    the pivot, so no division by a small number.
-    """
-    m = R
-    t0 = 1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    t1 = 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2]
-    t2 = 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2]
-    t3 = 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]
-    a, b, c = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
-    d, e, f = m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2]
-    candidates = torch.stack([
-        torch.stack([t0, a, b, c], -1),  # pivot w
-        torch.stack([a, t1, d, e], -1),  # pivot x
-        torch.stack([b, d, t2, f], -1),  # pivot y
-        torch.stack([c, e, f, t3], -1),  # pivot z
-    ], dim=-2)  # each row is 4 q_k q (up to the pivot's factor)
-    pivot = torch.stack([t0, t1, t2, t3], -1).argmax(-1)
-    q = torch.gather(candidates, -2, pivot[..., None, None].expand(*pivot.shape, 1, 4))[..., 0, :]
-    q = F.normalize(q, dim=-1)
-    return q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)  # w >= 0
 
 
 def covariance_to_quat_scale(cov: Tensor) -> tuple[Tensor, Tensor]:
@@ -247,4 +217,4 @@ def covariance_to_quat_scale(cov: Tensor) -> tuple[Tensor, Tensor]:
     eigvals, eigvecs = torch.linalg.eigh(cov)
     flip = torch.where(torch.linalg.det(eigvecs) < 0, -1.0, 1.0).to(cov.dtype)
     eigvecs = torch.cat([eigvecs[..., :2], eigvecs[..., 2:] * flip[..., None, None]], dim=-1)
-    return rotmat_to_quat(eigvecs), eigvals.clamp_min(0).sqrt()
+    return matrix_to_quaternion(eigvecs), eigvals.clamp_min(0).sqrt()

@@ -18,14 +18,15 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor, nn
 
-from gagavatar.model.config import ModelConfig
+from gagavatar.geometry import Camera
 from gagavatar.io import resize_image
+from gagavatar.model.config import ModelConfig
 from gagavatar.model.decoder import DPTDecoder, identity_feature
 from gagavatar.model.lifting import (ExpressionGaussians, LiftingHead, covariance_to_quat_scale, direction_code,
                                      direction_code_dim, point_plane, reference_covariances)
 from gagavatar.model.refiner import StyleUNet
 from gagavatar.model.vit import VisionTransformer, normalize_imagenet
-from gagavatar.render.cameras import Camera, reference_to_viewmat
+from gagavatar.render.rasterize import rasterize
 
 
 @dataclass
@@ -129,7 +130,7 @@ class TrainingOutput:
 
 
 class GAGAvatar(nn.Module):
-    """The network. Build with ``create_model`` / ``load_official`` / ``load``."""
+    """The network. Build with ``create_model`` or ``gagavatar.model.load`` (any checkpoint)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -151,8 +152,6 @@ class GAGAvatar(nn.Module):
         # The perceptual network's tensors (VGG-Face + AlexNet) when loaded from the
         # released checkpoint; used by the training loss, not part of this network.
         self.perceptual_state: dict[str, Tensor] | None = None
-        # rasterizer backend: "auto" (gsplat on CUDA when installed, else torch), "torch", "gsplat"
-        self.rasterizer_backend = "auto"
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -225,8 +224,6 @@ class GAGAvatar(nn.Module):
         """Rasterise all Gaussians with expression positions ``vertices`` [B, V, 3]
         at render_size: (features [B, C, R, R], alpha [B, 1, R, R], depth [B, 1, R, R]),
         black background."""
-        from gagavatar.render.rasterize import rasterize
-
         size = self.config.render_size
         B = vertices.shape[0]
         if camera.batch not in (1, B):
@@ -238,7 +235,7 @@ class GAGAvatar(nn.Module):
         means = avatar.means(vertices.to(self.device))
         image, alpha, depth = rasterize(
             means, avatar.splat_rotations, avatar.splat_scales, avatar.opacities[..., 0], avatar.features,
-            viewmats, Ks, size, size, background=None, backend=self.rasterizer_backend)
+            viewmats, Ks, size, size, background=None)  # backend "auto": gsplat on CUDA when installed
         return image, alpha, depth
 
     def refine(self, features: Tensor) -> Tensor:
@@ -248,22 +245,20 @@ class GAGAvatar(nn.Module):
         return self.refiner(features.to(self.dtype), noise=self.config.refiner_noise)
 
     def render(self, avatar: Avatar, vertices: Tensor, camera: Camera) -> RenderOutput:
-        """One frame per row of ``vertices`` [B, V, 3] (head-model vertices, already x 5.0
-        for the paper) seen by ``camera`` (batch B or 1). A batch-1 avatar drives any B."""
+        """One frame per row of ``vertices`` [B, V, 3] (world units: ``FrameParams.vertices``)
+        seen by ``camera`` (batch B or 1). A batch-1 avatar drives any B."""
         features, alpha, depth = self.splat(avatar, vertices, camera)
         return RenderOutput(coarse=features[:, :3], fine=self.refine(features), alpha=alpha,
                             features=features, depth=depth)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict) -> TrainingOutput:
-        """Training forward. ``batch``: source_image [B, 3, H, W] in [0, 1];
-        source_camera (Camera) or source_transform [B, 3, 4] (reference 3x4) with
-        optional source_K [B, 3, 3] (pixels; default focal 12); target_vertices
-        [B, V, 3]; target_camera, or target_transform with optional target_K."""
-        source_camera = _camera(batch, "source", self.config.render_size)
-        target_camera = _camera(batch, "target", self.config.render_size)
-        avatar = self.reconstruct(batch["source_image"], source_camera)
-        vertices = batch["target_vertices"].to(device=self.device, dtype=self.dtype)
+    def forward(self, source_image: Tensor, source_camera: Camera, target_vertices: Tensor,
+                target_camera: Camera) -> TrainingOutput:
+        """Training forward (reconstruct + render, with gradients): source images [B, 3, H, W]
+        in [0, 1] seen by ``source_camera`` (B), driven vertices [B, V, 3] (world units) seen by
+        ``target_camera`` (B)."""
+        avatar = self.reconstruct(source_image, source_camera)
+        vertices = target_vertices.to(device=self.device, dtype=self.dtype)
         out = self.render(avatar, vertices, target_camera)
         return TrainingOutput(coarse=out.coarse, fine=out.fine, alpha=out.alpha,
                               lifted_points=avatar.lifted_xyz, vertices=vertices)
@@ -276,22 +271,6 @@ def _unit_quaternion_equivalent(quats: Tensor, scales: Tensor) -> tuple[Tensor, 
     with torch.autocast(quats.device.type, enabled=False):
         q, s = covariance_to_quat_scale(reference_covariances(quats.to(dtype), scales.to(dtype)))
     return q.to(quats.dtype), s.to(scales.dtype)
-
-
-def _camera(batch: dict, role: str, size: int) -> Camera:
-    """The batch's ``{role}_camera``, or one from ``{role}_transform`` (reference 3x4)
-    with ``{role}_K`` (pixels, for the ``{role}_image`` size) or else focal 12."""
-    if f"{role}_camera" in batch:
-        return batch[f"{role}_camera"]
-    if f"{role}_transform" not in batch:
-        raise KeyError(f"batch needs '{role}_camera' (a Camera) or '{role}_transform' (reference 3x4 [B, 3, 4])")
-    transform = batch[f"{role}_transform"]
-    if f"{role}_K" not in batch:
-        return Camera.from_reference(transform, size)
-    image = batch.get(f"{role}_image", batch["source_image"])
-    height, width = image.shape[-2:]
-    K = batch[f"{role}_K"].to(transform.dtype)
-    return Camera(reference_to_viewmat(transform), K if K.dim() == 3 else K[None], width, height)
 
 
 def create_model(preset: str | ModelConfig = "paper", backbone_weights: str | None = None,

@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gagavatar.io import read_tensor_file
+from gagavatar.model.checkpoint import (PERCEPTUAL_PREFIX, CheckpointError, build_from_state,
+                                        is_gagavatar_checkpoint, load_gagavatar, save)
 from gagavatar.model.config import paper
 from gagavatar.model.network import GAGAvatar
 from gagavatar.model.reference_weights import official_listing
@@ -29,12 +32,6 @@ PREFIX_MAP = (
     ("gs_generator_l1.", "lifting_back."),
     ("upsampler.", "refiner."),
 )
-PERCEPTUAL_PREFIX = "percep_loss."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the network: names the offending tensors."""
-
 
 def our_name(reference_name: str) -> str:
     """Reference tensor name -> this project's parameter name."""
@@ -42,29 +39,6 @@ def our_name(reference_name: str) -> str:
         if reference_name.startswith(ref):
             return ours + reference_name[len(ref):]
     raise CheckpointError(f"unexpected tensor {reference_name!r}: not part of the GAGAvatar network")
-
-
-def read_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
-    """All tensors of GAGAvatar.pt (``weights_only=True``: a pickle that tries to run
-    code is refused) or of a safetensors file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the reason
-        raise CheckpointError(
-            f"{path} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it ({err}). "
-            f"Only files holding tensors and plain containers are loaded; nothing in them is executed.") from err
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (expected {{'model': {{name: tensor}}}})")
-    return obj
 
 
 def split_official(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
@@ -98,30 +72,6 @@ def split_official(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
     return network, perceptual
 
 
-def build_from_state(state: dict[str, Tensor], config=None, dtype: torch.dtype | None = None,
-                     device="cpu") -> GAGAvatar:
-    """A model whose every parameter and buffer is taken from ``state`` (strict;
-    built on the meta device, so no memory is spent on random weights first)."""
-    config = paper() if config is None else config
-    with torch.device("meta"):
-        model = GAGAvatar(config)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint does not fit the network: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"tensor {k} has shape {tuple(state[k].shape)}, the network needs {tuple(v.shape)}")
-    state = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.backbone.freeze()  # assign=True replaced the parameters; keep the backbone frozen
-    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise CheckpointError(f"tensors not set by the checkpoint: {leftover[:5]}")
-    return model
-
-
 def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, device="cpu") -> GAGAvatar:
     """The ``paper`` model with the released weights, from GAGAvatar.pt or from its
     conversion (``gagavatar convert-official``).
@@ -131,15 +81,12 @@ def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, d
     only the 561 network tensors loads too (``perceptual_state`` is then None).
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from gagavatar.model.checkpoint import is_gagavatar_checkpoint, load
-
-        if is_gagavatar_checkpoint(path):
-            model = load(path, device=device, dtype=dtype)
-            if model.config.name != "paper":
-                raise CheckpointError(f"{path} holds a '{model.config.name}' model, not the released paper weights")
-            return model
-    network, perceptual = split_official(read_checkpoint_file(path))
+    if is_gagavatar_checkpoint(path):
+        model = load_gagavatar(path, device=device, dtype=dtype)
+        if model.config.name != "paper":
+            raise CheckpointError(f"{path} holds a '{model.config.name}' model, not the released paper weights")
+        return model
+    network, perceptual = split_official(read_tensor_file(path))
     if perceptual is None:
         log.warning("%s has no perceptual network (percep_loss.*): fine for inference; training's perceptual "
                     "loss needs the full GAGAvatar.pt", path)
@@ -150,7 +97,4 @@ def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, d
 
 def convert_official(path: str | Path, out: str | Path) -> Path:
     """GAGAvatar.pt -> a gagavatar safetensors checkpoint (``gagavatar.load`` reads it)."""
-    from gagavatar.model.checkpoint import save
-
-    model = load_official(path, dtype=None)
-    return save(model, out)
+    return save(load_official(path, dtype=None), out)

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from gagavatar.model.config import paper
-from gagavatar.model.official import build_from_state, our_name
+from gagavatar.model.checkpoint import build_from_state
+from gagavatar.model.official import our_name
 from gagavatar.model.reference_weights import deterministic_tensor, official_listing
-from gagavatar.render.cameras import Camera
+from gagavatar.geometry import Camera
 
 ATTRIBUTES = ("xyz", "colors", "opacities", "scales", "rotations")
 

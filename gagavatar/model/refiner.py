@@ -81,8 +81,9 @@ class RefinerConfig:
 
     @classmethod
     def tiny(cls) -> "RefinerConfig":
-        """A CPU-trainable refiner: 128x128, 1/8 of the channels, 64-wide style code."""
-        return cls(in_size=128, out_size=128, num_style_feat=64, narrow=0.125, unet_to_rgb=False)
+        """The ``tiny`` preset's refiner, CPU-trainable: 128x128, 16 channels in, 1/16 of the
+        channels, 64-wide style code."""
+        return cls(in_size=128, out_size=128, in_dim=16, num_style_feat=64, narrow=0.0625, unet_to_rgb=False)
 
     def decoder_channels(self) -> dict[int, int]:
         """StyleGAN2 decoder channels per resolution {4: C4, 8: C8, ..., out_size: C}."""

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gagavatar.io import read_tensor_file
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -202,12 +204,11 @@ BACKBONE_PREFIXES = ("base_model.dino_model.", "backbone.", "")
 def read_backbone_state(path: str | Path) -> dict[str, Tensor]:
     """DINOv2 tensors from a file: an official DINOv2 ``.pth``, GAGAvatar.pt, or
     a gagavatar ``.safetensors``. Keys are returned without any prefix."""
-    from gagavatar.model.official import read_checkpoint_file  # here: official imports the network, which imports this
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    state = read_checkpoint_file(path)
+    state = read_tensor_file(path)
     for prefix in BACKBONE_PREFIXES:
         if prefix + "pos_embed" in state:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -1,7 +1,4 @@
-"""Rendering: the camera convention and the differentiable Gaussian rasterizer."""
-from gagavatar.render.cameras import (REFERENCE_FOCAL, Camera, intrinsics, look_at, orbit,
-                                      reference_to_viewmat, viewmat_to_reference)
+"""Rendering: the differentiable Gaussian rasterizer (cameras live in ``gagavatar.geometry``)."""
 from gagavatar.render.rasterize import RasterOutput, rasterize
 
-__all__ = ["Camera", "REFERENCE_FOCAL", "RasterOutput", "intrinsics", "look_at", "orbit", "rasterize",
-           "reference_to_viewmat", "viewmat_to_reference"]
+__all__ = ["RasterOutput", "rasterize"]

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from gagavatar.geometry.rotation import quaternion_to_matrix
+
 BACKENDS = ("auto", "torch", "gsplat")
 
 EPS2D = 0.3             # px^2 added to the diagonal of every 2D covariance
@@ -72,7 +74,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, f
         opacities: [B, N] opacities, expected in [0, 1].
         features: [B, N, C] per-Gaussian features, any C (3 for RGB, 32 in the paper).
         viewmats: [B, 4, 4] world-to-camera transforms (OpenCV: x right, y down,
-            z forward), see ``gagavatar.render.cameras``. [1, 4, 4] is broadcast.
+            z forward), see ``gagavatar.geometry.camera``. [1, 4, 4] is broadcast.
         Ks: [B, 3, 3] pinhole intrinsics in pixels (skew ignored). [1, 3, 3] is broadcast.
         width, height: image size in pixels.
         background: per-channel background [C] or [B, C]; None means zeros.
@@ -202,16 +204,6 @@ class Projection(NamedTuple):
     visible: Tensor  # [B, N] bool: in front of the near plane, opaque enough, box on screen
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices [..., 3, 3] from quaternions [..., 4] (w, x, y, z), normalised first."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*quats.shape[:-1], 3, 3)
-
-
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
                       viewmats: Tensor, Ks: Tensor, width: int, height: int,
                       near_plane: float = 0.01) -> Projection:
@@ -230,7 +222,7 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     tx = z * torch.minimum(torch.maximum(x / z, -cx / fx - lim_x), (width - cx) / fx + lim_x)
     ty = z * torch.minimum(torch.maximum(y / z, -cy / fy - lim_y), (height - cy) / fy + lim_y)
     # covariance in camera space = M M^T with M = R_view R(q) diag(s); J M row by row
-    M = R @ quat_to_rotmat(quats) * scales[..., None, :]  # [B, N, 3, 3]
+    M = R @ quaternion_to_matrix(quats) * scales[..., None, :]  # [B, N, 3, 3]
     JM_x = (fx / z)[..., None] * M[..., 0, :] - (fx * tx / (z * z))[..., None] * M[..., 2, :]
     JM_y = (fy / z)[..., None] * M[..., 1, :] - (fy * ty / (z * z))[..., None] * M[..., 2, :]
     cov_xx = (JM_x * JM_x).sum(-1) + EPS2D

@@ -890,13 +890,12 @@ def _parts(geo):
 # the head model object, the bundled file, and a contact sheet to look at
 
 
-def synthetic_head_model(seed: int = 0, n_vertices: int = 5023, n_shape: int = 300, n_expression: int = 100,
-                         scale: float = 1.0):
+def synthetic_head_model(seed: int = 0, n_vertices: int = 5023, n_shape: int = 300, n_expression: int = 100):
     """``HeadModel`` of ``make_synthetic_head(seed, n_vertices, ...)`` (built in memory)."""
     from gagavatar.head import HeadModel
 
     arrays = make_synthetic_head(seed, n_vertices, n_shape, n_expression)
-    return HeadModel(arrays, n_shape=n_shape, n_expression=n_expression, scale=scale,
+    return HeadModel(arrays, n_shape=n_shape, n_expression=n_expression,
                      landmarks=arrays["landmarks"], name=f"synthetic head (seed {seed}, {n_vertices} vertices)")
 
 
@@ -1018,7 +1017,7 @@ def render_head(model, vertices, yaw_degrees, size=160, vertex_colors=None, foca
     ``faces`` [F,3] defaults to the model's triangles. Returns (image [B,3,H,W],
     alpha [B,1,H,W]); the camera looks at (0, -0.02, 0).
     """
-    from gagavatar.render.cameras import Camera
+    from gagavatar.geometry import Camera
     from gagavatar.render.rasterize import rasterize
 
     B = vertices.shape[0]
@@ -1063,7 +1062,7 @@ def contact_sheet(model=None, path: str | Path | None = None, yaws=(-60, -30, 0,
     with torch.no_grad():
         params = [contact_expression_params(model, which) for which in expressions]
         e, jaw, eye = (torch.cat(p, 0) for p in zip(*params))
-        verts = model(torch.zeros(1, model.n_shape), e, jaw_pose=jaw, eye_pose=eye) / model.scale
+        verts = model(torch.zeros(1, model.n_shape), e, jaw_pose=jaw, eye_pose=eye)
         columns = [render_head(model, verts, yaw, size, vertex_colors, faces=faces)[0] for yaw in yaws]
     sheet = torch.cat([torch.cat(list(col), -2) for col in columns], -1)  # rows: expressions, columns: views
     sheet = (sheet.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

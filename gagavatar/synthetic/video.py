@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gagavatar.data.format import (DEFAULT_SCALE, FRAME_FORMATS, SPLITS, Dataset, VideoWriter, default_params,
+from gagavatar.data.format import (FRAME_FORMATS, SPLITS, Dataset, VideoWriter, default_params,
                                    update_index)
 from gagavatar.head.model import vertex_normals
 from gagavatar.io import write_image_grid
-from gagavatar.render.cameras import REFERENCE_FOCAL, Camera, intrinsics, look_at, viewmat_to_reference
+from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE, Camera, intrinsics, look_at, viewmat_to_reference
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 
 CROP_SCALE = 1.65          # the reference crops a square of 1.65 x the head box
@@ -296,7 +296,7 @@ def make_background(rng: np.random.Generator, size: int) -> torch.Tensor:
 # Rendering
 
 def render_frames(head, gh: GaussianHead, shape: torch.Tensor, motion: Motion, camera: Camera,
-                  lighting: Lighting, background: torch.Tensor, scale: float = DEFAULT_SCALE,
+                  lighting: Lighting, background: torch.Tensor, scale: float = WORLD_SCALE,
                   chunk: int = 16) -> dict:
     """Render every frame of a clip.
 
@@ -343,7 +343,7 @@ def render_frames(head, gh: GaussianHead, shape: torch.Tensor, motion: Motion, c
 
 
 def video_params(head, shape: torch.Tensor, motion: Motion, camera: Camera, rendered: dict,
-                 scale: float = DEFAULT_SCALE) -> dict:
+                 scale: float = WORLD_SCALE) -> dict:
     """The params.npz arrays of a synthetic clip (full-frame crop, global pose zero)."""
     F, size = len(motion.expression), camera.width
     p = default_params(F, size, size, head.n_shape, head.n_expression, rendered["landmarks"].shape[1])
@@ -377,7 +377,7 @@ def render_identity(out: str | Path, config: SynthConfig, i: int, split: str, he
     for v in range(config.videos_per_identity):
         vrng = np.random.default_rng([config.seed, i, v])
         motion = sample_motion(head, vrng, config.frames, config.fps)
-        camera = cameras_for(motion, *box, config.size, DEFAULT_SCALE, vrng)
+        camera = cameras_for(motion, *box, config.size, WORLD_SCALE, vrng)
         lighting = sample_lighting(vrng)
         background = make_background(vrng, config.size)
         rendered = render_frames(head, gh, shape, motion, camera, lighting, background, chunk=config.chunk)

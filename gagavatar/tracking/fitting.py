@@ -4,7 +4,7 @@ Unknowns: one ``shape`` per video; per frame ``expression``, ``jaw_pose``,
 ``eye_pose`` and the camera (head rotation ``rotation`` and ``translation``).
 As in the reference tracker (SPEC §7.10) the head model's global rotation and
 neck stay zero: head pose lives in the camera. World units are the head
-model's x ``scale`` (5.0); the camera has focal 12 (half-image units).
+model's x ``WORLD_SCALE`` (5.0); the camera has focal 12 (half-image units).
 
 The OpenCV world-to-camera transform of frame t is
 
@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gagavatar.head import HeadModel, axis_angle_to_matrix
-from gagavatar.render.cameras import REFERENCE_FOCAL, viewmat_to_reference
+from gagavatar.geometry import axis_angle_to_matrix
+from gagavatar.head import HeadModel
+from gagavatar.data.frame import FrameParams
+from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE, Camera, intrinsics, viewmat_to_reference
 from gagavatar.tracking.landmarks import LEFT_IRIS, N_LANDMARKS, RIGHT_IRIS, face_oval
 from gagavatar.tracking.rig import LandmarkRig, rotation_jacobian
 
-WORLD_SCALE = 5.0  # world units per head-model unit: the reference's FLAME x 5 (SPEC §1)
 R0 = (1.0, -1.0, -1.0)  # camera on the head's +z axis looking at it: x right, y down, z into the face
 PIXELS = 256.0  # normalised image units -> pixels of a 512 image
 
@@ -95,6 +96,17 @@ class FitResult:
     error_px: np.ndarray  # [F] mean landmark reprojection error, pixels of a 512 image
     landmarks: np.ndarray  # [F,L,2] fitted landmarks, normalised image coordinates [-1, 1]
     landmark_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [L] MediaPipe ids
+
+    def frames(self, image_size: int) -> FrameParams:
+        """The fitted frames [F] as the one frame type, seen at ``image_size`` (square). Head pose
+        lives in the camera, as the reference tracker's (SPEC §9): global rotation, neck and
+        translation are zero."""
+        F = len(self.expression)
+        t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        zeros = torch.zeros(F, 3)
+        camera = Camera(t(self.viewmat), intrinsics(REFERENCE_FOCAL, image_size, image_size, F), image_size, image_size)
+        return FrameParams(t(self.shape).expand(F, -1), t(self.expression), zeros, zeros, t(self.jaw_pose),
+                           t(self.eye_pose), zeros, camera)
 
 
 def landmark_weights(indices: np.ndarray, config: FitConfig) -> Tensor:
@@ -376,8 +388,8 @@ def fit_landmarks(head: HeadModel, targets: np.ndarray, image_size: int, config:
                   progress=None, rig: LandmarkRig | None = None) -> FitResult:
     """Fit one video's frames.
 
-    head: the head model (its own ``scale`` is ignored: the fit works in world
-    units = model x 5, as the reference). targets: [F,478,2] MediaPipe landmarks
+    head: the head model (the fit works in world units = model x WORLD_SCALE,
+    as the reference). targets: [F,478,2] MediaPipe landmarks
     in pixels of square frames of side ``image_size`` (only frames with a face).
     frame_index: [F] each row's frame number; temporal smoothness links rows
     whose frames are adjacent (default: all consecutive rows). shape: a known

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gagavatar.head import HeadModel, axis_angle_to_matrix
+from gagavatar.geometry import axis_angle_to_matrix
+from gagavatar.head import HeadModel
 from gagavatar.tracking.landmarks import LEFT_IRIS, N_LANDMARKS, RIGHT_IRIS, salient_landmarks
 
 ROTATING_JOINTS = (2, 3, 4)  # FLAME: jaw, left eye, right eye (root and neck stay at zero)

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from gagavatar import io as gio
+from gagavatar.data import reference_format as refmt
 from gagavatar.data.format import VideoWriter, update_index
-from gagavatar.render.cameras import REFERENCE_FOCAL, intrinsics, reference_to_viewmat, viewmat_to_reference
+from gagavatar.data.frame import FrameParams
+from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE, Camera, intrinsics, reference_to_viewmat
 from gagavatar.tracking import framing, smoothing
-from gagavatar.tracking import reference_format as refmt
-from gagavatar.tracking.fitting import WORLD_SCALE, FitConfig, FitResult, fit_landmarks
+from gagavatar.tracking.fitting import FitConfig, FitResult, fit_landmarks
 from gagavatar.tracking.landmarks import LandmarkDetector
 from gagavatar.tracking.matting import Segmenter
 
@@ -81,17 +82,13 @@ def _fallback_box(shape, last: np.ndarray | None) -> np.ndarray:
     return np.array([x0, y0, x0 + s, y0 + s], dtype=np.float64)
 
 
-def _fill_invalid(values: np.ndarray, valid_idx: np.ndarray, n: int, default: np.ndarray) -> np.ndarray:
-    """Per-frame array [n, ...] from the values [len(valid_idx), ...] of the tracked frames;
-    every other frame copies the nearest tracked frame (``default`` when there is none)."""
-    if len(valid_idx) == 0:
-        return np.broadcast_to(default, (n,) + np.shape(default)).astype(np.float32).copy()
+def _nearest_tracked(valid_idx: np.ndarray, n: int) -> np.ndarray:
+    """For each of n frames, the row (in ``valid_idx``, the tracked frames) of the nearest tracked frame."""
     frames = np.arange(n)
     pos = np.searchsorted(valid_idx, frames)  # rank of the first tracked frame >= each frame
     after = np.minimum(pos, len(valid_idx) - 1)
     before = np.maximum(pos - 1, 0)
-    rank = np.where(np.abs(valid_idx[before] - frames) <= np.abs(valid_idx[after] - frames), before, after)
-    return np.asarray(values, dtype=np.float32)[rank]
+    return np.where(np.abs(valid_idx[before] - frames) <= np.abs(valid_idx[after] - frames), before, after)
 
 
 def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 512, smooth: float = 0.0,
@@ -245,51 +242,37 @@ def _head_name(head) -> str:
 
 
 def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_boxes, head_boxes, lmk_crop):
-    """params.npz arrays (FRAME_ARRAYS of gagavatar.data.format) and tracking.npz arrays."""
+    """params.npz arrays (FRAME_ARRAYS of gagavatar.data.format) and tracking.npz arrays.
+    Frames without a face copy the nearest tracked frame's parameters (and stay valid=False)."""
     F = len(valid)
-    S, E = head.n_shape, head.n_expression
-    default_view = np.eye(4, dtype=np.float32)
-    default_view[:3, :3] = np.diag([1.0, -1.0, -1.0])
-    default_view[2, 3] = 10.0  # in front of the face, 10 units away
-    default_transform = viewmat_to_reference(torch.as_tensor(default_view)[None])[0].numpy()
-    K = intrinsics(REFERENCE_FOCAL, size, size, F).numpy()
-    fill = lambda vals, default: _fill_invalid(vals, valid_idx, F, np.asarray(default, np.float32))  # noqa: E731
     if fit is not None:
-        transform, eye_pose = smoothing.smooth_track(fit.transform, fit.eye_pose, smooth)
-        view = reference_to_viewmat(torch.as_tensor(transform)).numpy()
-        transform_all = fill(transform, default_transform)
-        params = {
-            "shape": fit.shape,
-            "expression": fill(fit.expression, np.zeros(E)),
-            "jaw_pose": fill(fit.jaw_pose, np.zeros(3)),
-            "eye_pose": fill(eye_pose, np.zeros(6)),
-            "transform": transform_all,
-        }
-        viewmat = fill(view, default_view)
-        errors = fill(fit.error_px, np.float32(np.nan))
-        errors[~valid] = np.nan
-    else:
-        params = {"shape": np.zeros(S, np.float32), "expression": np.zeros((F, E), np.float32),
-                  "jaw_pose": np.zeros((F, 3), np.float32), "eye_pose": np.zeros((F, 6), np.float32),
-                  "transform": np.tile(default_transform, (F, 1, 1)).astype(np.float32)}
-        viewmat = np.tile(default_view, (F, 1, 1))
-        errors = np.full(F, np.nan, np.float32)
+        tracked = fit.frames(size)
+        transform, eye_pose = smoothing.Smoother(smooth)(tracked.camera.to_reference(), tracked.eye_pose)
+        tracked = tracked.replace(eye_pose=eye_pose, camera=Camera(reference_to_viewmat(transform), tracked.camera.K,
+                                                                   size, size))
+        rank = _nearest_tracked(valid_idx, F)
+        frames, shape = tracked[rank], fit.shape
+        errors = np.where(valid, fit.error_px[rank], np.nan)
+    else:  # no face anywhere: a neutral head, 10 units in front of the camera
+        view = torch.eye(4)
+        view[:3, :3], view[2, 3] = torch.diag(torch.tensor([1.0, -1.0, -1.0])), 10.0
+        zeros = lambda n: torch.zeros(F, n)  # noqa: E731
+        frames = FrameParams(zeros(head.n_shape), zeros(head.n_expression), zeros(3), zeros(3), zeros(3), zeros(6),
+                             zeros(3), Camera(view.expand(F, 4, 4), intrinsics(REFERENCE_FOCAL, size, size, F),
+                                              size, size))
+        shape, errors = np.zeros(head.n_shape, np.float32), np.full(F, np.nan)
+    params = frames.to_arrays() | {"shape": np.asarray(shape, np.float32)}  # one shape for the video
     params.update({
-        "global_pose": np.zeros((F, 3), np.float32), "neck_pose": np.zeros((F, 3), np.float32),
-        "translation": np.zeros((F, 3), np.float32),
-        "focal": np.full(F, REFERENCE_FOCAL, np.float32), "K": K.astype(np.float32),
         "bbox": np.clip(head_boxes, 0.0, 1.0).astype(np.float32),
         "landmarks": lmk_crop[:, :, :2].astype(np.float32),
         "crop_box": crop_boxes.astype(np.float32), "valid": valid,
         "scale": np.float32(WORLD_SCALE), "landmark_set": np.str_("mediapipe478"),
     })
-    extra = {"viewmat": viewmat.astype(np.float32), "error_px": errors.astype(np.float32),
+    extra = {"viewmat": frames.camera.viewmat.numpy(), "error_px": errors.astype(np.float32),
              "landmarks_z": lmk_crop[:, :, 2].astype(np.float32), "valid": valid}
     if fit is not None:
-        extra.update({"fit_transform": fill(fit.transform, params["transform"][0]),
-                      "fit_eye_pose": fill(fit.eye_pose, np.zeros(6)),
-                      "fit_landmarks": fill((fit.landmarks + 1.0) * (size / 2.0),
-                                            np.zeros((len(fit.landmark_indices), 2))),
+        extra.update({"fit_transform": fit.transform[rank], "fit_eye_pose": fit.eye_pose[rank],
+                      "fit_landmarks": ((fit.landmarks + 1.0) * (size / 2.0))[rank].astype(np.float32),
                       "fit_landmark_indices": fit.landmark_indices.astype(np.int64),
                       "smooth_strength": np.float32(smooth)})
     return params, extra
@@ -321,20 +304,17 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
     from gagavatar.tracking.overlay import overlay_frame
 
     record = VideoRecord.open(folder)
+    frames = record.frames()
     F = len(valid)
     head = copy.deepcopy(head).cpu().float()  # a copy: Module.cpu()/float() would move the caller's head
     faces = head.faces.numpy()
-    shape = torch.as_tensor(params["shape"])[None]
 
-    def frames():
+    def overlays():
         bar = _progress(F, "overlay", progress)
         for start in range(0, F, 32):
             idx = np.arange(start, min(F, start + 32))
             with torch.no_grad():
-                verts = head(shape, torch.as_tensor(params["expression"][idx]),
-                             jaw_pose=torch.as_tensor(params["jaw_pose"][idx]),
-                             eye_pose=torch.as_tensor(params["eye_pose"][idx])) / head.scale
-            verts = verts.numpy() * WORLD_SCALE
+                verts = frames[idx].vertices(head).numpy()
             for j, i in enumerate(idx):
                 crop = record.frame(int(i))
                 if valid[i]:
@@ -348,7 +328,7 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
         bar.close()
 
     if as_video:
-        return gio.write_video(folder / "overlay.mp4", frames(), fps)
+        return gio.write_video(folder / "overlay.mp4", overlays(), fps)
     path = folder / "overlay.jpg"
-    Image.fromarray(next(iter(frames()))).save(path, quality=92)
+    Image.fromarray(next(iter(overlays()))).save(path, quality=92)
     return path

@@ -25,7 +25,9 @@ import torch.distributed as dist
 from rich.console import Console
 from torch.utils.data import DataLoader
 
+from gagavatar.data.frame import FrameParams
 from gagavatar.eval.metrics import psnr
+from gagavatar.head import load_head_model
 from gagavatar.train.losses import GAGAvatarLoss, LossConfig
 from gagavatar.train.sampler import StepBatchSampler
 from gagavatar.train.state import latest_checkpoint, load_training_state, save_training_state
@@ -118,16 +120,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     return optimizer, scheduler
 
 
-def load_head_model(path: str | None):
-    from gagavatar.head import HeadModel
-
-    return HeadModel.default() if path is None else HeadModel.load(path)
-
-
 def load_perceptual(path: str | None):
     if path is None:
         console.print("[yellow]Perceptual loss off: no perceptual weights given (--perceptual-weights "
-                      "GAGAvatar.pt enables it; see README 'Pretrained weights').[/yellow]")
+                      "GAGAvatar.pt enables it; see README 'Using the released GAGAvatar checkpoint').[/yellow]")
         return None
     from gagavatar.perceptual import FacePerceptualLoss, load_perceptual_state
 
@@ -146,7 +142,9 @@ def build_model(cfg: TrainConfig, n_vertices: int):
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Tensors and FrameParams of a collated batch on ``device``."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, (torch.Tensor, FrameParams)) else v
+            for k, v in batch.items()}
 
 
 def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
@@ -205,17 +203,17 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or resume) training; returns the run folder."""
-    from gagavatar.data import PairDataset
+    from gagavatar.data.pairs import PairDataset, collate
     from gagavatar.model import save
 
     ctx = Distributed()
     run = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    head = load_head_model(cfg.head_model)
+    head = load_head_model(cfg.head_model).to(ctx.device)
     model = build_model(cfg, head.n_vertices).to(ctx.device)
     size = model.config.render_size
     dataset = PairDataset(cfg.data, split="train", mode="self", size=size, seed=cfg.seed,
-                          length=cfg.max_steps * cfg.batch_size * ctx.world_size, head_model=head)
+                          length=cfg.max_steps * cfg.batch_size * ctx.world_size)
     optimizer, scheduler = make_optimizer(model, cfg)
     loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights)).to(ctx.device)
     use_lifting = "no_lifting_loss" not in cfg.ablations
@@ -234,7 +232,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) \
         if ctx.enabled else model
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, start, cfg.max_steps, cfg.seed, ctx.rank, ctx.world_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
                         persistent_workers=cfg.num_workers > 0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and ctx.device.type == "cuda")
     metrics_path, writer = run / "metrics.jsonl", None
@@ -253,8 +251,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
     for batch in loader:
         batch = to_device(batch, ctx.device)
+        with torch.no_grad():
+            vertices = batch["target"].vertices(head)
         with autocast:
-            out = net(batch)
+            out = net(batch["source_image"], batch["source"].camera, vertices, batch["target"].camera)
         vertices = out.vertices if use_lifting else None
         loss, terms = loss_fn(out.coarse.float(), out.fine.float(), batch["target_image"], batch["target_bbox"],
                               vertices, out.lifted_points.float())

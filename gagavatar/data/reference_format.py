@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gagavatar.data.format import DatasetError
+
 RECORD_SHAPES = {"shapecode": (300,), "expcode": (100,), "posecode": (6,), "eyecode": (6,),
                  "transform_matrix": (3, 4), "bbox": (4,)}
 JPEG_QUALITY = 95  # the reference's LMDBEngine.dump encodes with torchvision's encode_jpeg(quality=95)
@@ -31,14 +33,16 @@ def reference_key(video: str, frame: int) -> str:
     return f"{video}_{frame}"
 
 
-def make_record(shape, expression, jaw_pose, eye_pose, transform, bbox) -> dict[str, np.ndarray]:
-    """One frame's entry: posecode = (global rotation = 0, jaw), as the reference."""
+def make_record(shape, expression, jaw_pose, eye_pose, transform, bbox, global_pose=(0.0, 0.0, 0.0)
+                ) -> dict[str, np.ndarray]:
+    """One frame's entry: posecode = (global rotation, jaw); the reference tracker leaves the
+    global rotation at zero (head pose lives in the camera)."""
     f32 = lambda a: np.asarray(a, dtype=np.float32).copy()  # noqa: E731
     return {
         "bbox": np.clip(f32(bbox), 0.0, 1.0),
         "shapecode": f32(shape),
         "expcode": f32(expression),
-        "posecode": np.concatenate([np.zeros(3, np.float32), f32(jaw_pose)]),
+        "posecode": np.concatenate([f32(global_pose), f32(jaw_pose)]),
         "eyecode": f32(eye_pose),
         "transform_matrix": f32(transform),
     }
@@ -94,7 +98,7 @@ def load_reference_pickle(path: str | Path) -> dict:
         try:
             return _ArraysOnlyUnpickler(f).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: not a tracking pickle of numpy arrays ({e})") from e
+            raise DatasetError(f"{path}: not a tracking pickle of numpy arrays ({e})") from e
 
 
 def video_keys(keys, video: str) -> list[str]:

@@ -11,6 +11,10 @@ The reference GAGAvatar code stores a frame's camera as a 3x4
 12 in units of half the image size (SPEC §1, §7.1). Then:
 
     OpenCV world-to-camera = diag(-1, -1, 1) [R^T | T],   centre C = -R T.
+
+World units are the head model's (metres for FLAME) times ``WORLD_SCALE`` (the
+reference multiplies FLAME by 5, SPEC §1): cameras, the point plane and every
+Gaussian live there.
 """
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from gagavatar.geometry.rotation import axis_rotation
+
+# World units per head-model unit: the reference's FLAME x 5 (SPEC §1). Applied in one
+# place, ``gagavatar.data.frame.FrameParams.vertices``.
+WORLD_SCALE = 5.0
 
 # Focal length of the reference tracker, in units of half the image size:
 # tan(fov / 2) = 1 / 12, about 9.5 degrees full field of view.
@@ -147,9 +157,21 @@ class Camera:
     def to(self, *args, **kwargs) -> "Camera":
         return Camera(self.viewmat.to(*args, **kwargs), self.K.to(*args, **kwargs), self.width, self.height)
 
+    def __len__(self) -> int:
+        return self.viewmat.shape[0]
+
     def __getitem__(self, index) -> "Camera":
-        index = index if isinstance(index, slice) else slice(index, index + 1)
+        """Cameras ``index`` (an int keeps the batch axis: one camera is a batch of 1)."""
+        index = slice(index, index + 1) if isinstance(index, int) else index
         return Camera(self.viewmat[index], self.K[index], self.width, self.height)
+
+    @staticmethod
+    def cat(cameras: list["Camera"]) -> "Camera":
+        """One batch from several (all at one image size)."""
+        sizes = {(c.width, c.height) for c in cameras}
+        if len(sizes) != 1:
+            raise ValueError(f"cameras at different image sizes {sorted(sizes)} cannot share a batch")
+        return Camera(torch.cat([c.viewmat for c in cameras]), torch.cat([c.K for c in cameras]), *sizes.pop())
 
     def project(self, points: Tensor) -> Tensor:
         """Pixel coordinates [B,N,2] of world points [B,N,3] (pixel centres at +0.5)."""
@@ -162,15 +184,10 @@ def orbit(camera: Camera, n: int, yaw: float = 30.0, pitch: float = 8.0) -> Came
     """``n`` cameras [n] circling the world origin (the head) at ``camera``'s distance, starting
     from its first view: yaw sweeps +-``yaw`` degrees and back, pitch nods +-``pitch`` twice."""
     t = torch.arange(n, dtype=torch.float64) / max(n, 1)
-    a = torch.deg2rad(torch.tensor(yaw, dtype=torch.float64)) * torch.sin(2 * math.pi * t)
-    b = torch.deg2rad(torch.tensor(pitch, dtype=torch.float64)) * torch.sin(4 * math.pi * t)
-    ca, sa, cb, sb = a.cos(), a.sin(), b.cos(), b.sin()
+    a = math.radians(yaw) * torch.sin(2 * math.pi * t)
+    b = math.radians(pitch) * torch.sin(4 * math.pi * t)
     rot = torch.zeros(n, 4, 4, dtype=torch.float64)
     # world rotation about y (yaw) then x (pitch); the camera sees the rotated head
-    ry = torch.stack([ca, torch.zeros_like(a), sa, torch.zeros_like(a), torch.ones_like(a), torch.zeros_like(a),
-                      -sa, torch.zeros_like(a), ca], -1).view(n, 3, 3)
-    rx = torch.stack([torch.ones_like(b), torch.zeros_like(b), torch.zeros_like(b), torch.zeros_like(b), cb, -sb,
-                      torch.zeros_like(b), sb, cb], -1).view(n, 3, 3)
-    rot[:, :3, :3], rot[:, 3, 3] = rx @ ry, 1.0
+    rot[:, :3, :3], rot[:, 3, 3] = axis_rotation("x", b) @ axis_rotation("y", a), 1.0
     view = camera.viewmat[:1].double() @ rot
     return Camera(view.to(camera.viewmat.dtype), camera.K[:1].expand(n, 3, 3), camera.width, camera.height)

@@ -1,0 +1,20 @@
+"""What this machine is: the device to run on and a one-line description for reports."""
+from __future__ import annotations
+
+import platform
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` as given, else "cuda" when a CUDA GPU is there, else "cpu"."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine_description() -> str:
+    """One line naming the machine, torch build and device."""
+    import torch
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, {dev}")
