@@ -34,6 +34,7 @@ from gagavatar.head.model import vertex_normals
 from gagavatar.io import write_image_grid
 from gagavatar.render.cameras import REFERENCE_FOCAL, Camera, intrinsics, look_at, viewmat_to_reference
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
+from gagavatar.synthetic.basis_names import EXPRESSIONS
 
 CROP_SCALE = 1.65          # the reference crops a square of 1.65 x the head box
 SYNTHETIC_HEAD_ID = "synthetic-default"  # = gagavatar.head.HeadModel.default()
@@ -201,7 +202,6 @@ def _expression_names(head) -> tuple[str, ...]:
     """Names of the first expression columns when ``head`` is the synthetic head, else ()."""
     if not str(getattr(head, "version", "")).startswith("synthetic"):
         return ()
-    from gagavatar.synthetic.head import EXPRESSIONS
     return tuple(EXPRESSIONS)
 
 
