@@ -188,3 +188,26 @@ def test_runtime_never_imports_the_build_tools():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.relative_to(package)}: {n}" for n in names if n.startswith("gagavatar.tools")]
     assert not offenders, offenders
+
+
+def test_demo_clips_are_a_source_frame_and_a_driver_video(tmp_path, default_head):
+    """``python -m gagavatar.tools.demo_clips OUT``: the first frame of one synthetic person
+    and the whole video of another, exactly as ``generate`` drew them."""
+    from gagavatar.data.format import Dataset
+    from gagavatar.synthetic.video import SynthConfig, generate
+    from gagavatar.tools.demo_clips import main
+
+    main([str(tmp_path / "clips"), "--seed", "3", "--frames", "3", "--size", "32"])
+    clips = Dataset(tmp_path / "clips")
+    made = generate(tmp_path / "made", SynthConfig(identities=2, videos_per_identity=1, frames=3, size=32, seed=3,
+                                                   splits=(0.0, 0.0, 1.0)), head=default_head, progress=False)
+    a, b = made.videos
+    source, driver = clips.video("source"), clips.video("driver")
+    assert (source.n_frames, driver.n_frames) == (1, 3) and source.identity != driver.identity
+    assert {source.split, driver.split} == {"test"} and source.info.source == "synthetic seed 3"
+    assert np.array_equal(source.frame(0), a.frame(0)) and np.array_equal(source.matte(0), a.matte(0))
+    for i in range(3):
+        assert np.array_equal(driver.frame(i), b.frame(i)) and np.array_equal(driver.matte(i), b.matte(i))
+    for k in ("expression", "jaw_pose", "transform", "landmarks"):
+        assert np.array_equal(source.params[k], a.params[k][:1]) and np.array_equal(driver.params[k], b.params[k]), k
+    assert np.array_equal(source.params["shape"], a.params["shape"])  # the identity's shape is not per frame
