@@ -370,7 +370,8 @@ def test_save_and_reload_round_trip(tmp_path, default_head):
 
 
 def test_synthetic_head_layout_and_semantics():
-    from gagavatar.synthetic.head import EXPRESSIONS, make_synthetic_head, synthetic_head_model
+    from gagavatar.synthetic.basis_names import EXPRESSIONS
+    from gagavatar.tools.build_head import make_synthetic_head, synthetic_head_model
 
     a = make_synthetic_head(seed=3, n_vertices=1500, n_shape=30, n_expression=25)
     V = 1500
@@ -424,8 +425,8 @@ def test_rendered_contact_sheet_looks_like_a_head(tmp_path, default_head):
     from PIL import Image
 
     from gagavatar.head import DEFAULT_HEAD_PATH
-    from gagavatar.synthetic.head import (CONTACT_EXPRESSIONS, contact_expression_params, contact_sheet,
-                                          load_parts, part_colors, render_head, visible_faces)
+    from gagavatar.tools.head_preview import (CONTACT_EXPRESSIONS, contact_expression_params, contact_sheet,
+                                              load_parts, part_colors, render_head, visible_faces)
 
     size, yaws = 96, (-60, -30, 0, 30, 60)
     parts = load_parts(DEFAULT_HEAD_PATH)

@@ -136,10 +136,10 @@ class HeadModel(nn.Module):
     @classmethod
     def default(cls, n_shape: int = 300, n_expression: int = 100) -> "HeadModel":
         """The bundled synthetic head (``gagavatar/assets/head/synthetic_head.npz``,
-        made by ``python -m gagavatar.synthetic.head``) with its MediaPipe landmark embedding."""
+        made by ``python -m gagavatar.tools.build_head``) with its MediaPipe landmark embedding."""
         if not DEFAULT_HEAD_PATH.exists():
             raise FileNotFoundError(f"the bundled synthetic head is missing: {DEFAULT_HEAD_PATH}. "
-                                    "Regenerate it with `python -m gagavatar.synthetic.head`.")
+                                    "Regenerate it with `python -m gagavatar.tools.build_head`.")
         return cls.load(DEFAULT_HEAD_PATH, n_shape=n_shape, n_expression=n_expression)
 
     def set_landmark_embedding(self, landmarks: dict) -> None:

@@ -1,1 +1,4 @@
-"""Synthetic data: a FLAME-layout head model (``head``) and talking-head videos made from it."""
+"""Synthetic data at runtime: random people drawn as Gaussians on the head model
+(``appearance``) and talking-head videos of them (``video``); ``basis_names`` names
+the bundled synthetic head's first basis columns. The head itself is built by the
+build-time tool ``gagavatar.tools.build_head``."""

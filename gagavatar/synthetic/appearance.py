@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gagavatar.geometry import matrix_to_quaternion
 from gagavatar.head.model import vertex_normals
 
 # ---------------------------------------------------------------------------
@@ -144,23 +145,6 @@ class Appearance:
 # ---------------------------------------------------------------------------
 # Geometry helpers
 
-def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices [N,3,3] -> unit quaternions [N,4] (w, x, y, z)."""
-    m = R
-    t = np.stack([1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
-                  1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], 1)
-    k = np.argmax(t, axis=1)  # the best-conditioned of the four formulas
-    s = np.sqrt(np.maximum(t[np.arange(len(m)), k], 1e-12)) * 2
-    q = np.empty((len(m), 4))
-    a, b, c = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
-    d, e, f = m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]
-    cand = [np.stack([s / 4, a / s, b / s, c / s], 1), np.stack([a / s, s / 4, d / s, e / s], 1),
-            np.stack([b / s, d / s, s / 4, f / s], 1), np.stack([c / s, e / s, f / s, s / 4], 1)]
-    for j in range(4):
-        q[k == j] = cand[j][k == j]
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-
-
 def frame_quaternions(normal: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """Quaternions [N,4] of frames whose z is ``normal`` [N,3] and x is ``axis`` [N,3] made tangent."""
     n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
@@ -169,7 +153,8 @@ def frame_quaternions(normal: np.ndarray, axis: np.ndarray) -> np.ndarray:
     a[bad] = np.cross(n[bad], np.array([0.0, 0.0, 1.0]) + 0.3)  # any tangent
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     b = np.cross(n, a)
-    return matrix_to_quaternion(np.stack([a, b, n], axis=2))  # columns = local axes
+    frames = torch.from_numpy(np.stack([a, b, n], axis=2))  # columns = local axes
+    return matrix_to_quaternion(frames).numpy().astype(np.float32)
 
 
 class Noise3D:
@@ -364,55 +349,54 @@ class _Surface:
     n: np.ndarray      # [N,3]
 
 
-def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Generator,
-                        n_gaussians: int = 16000) -> GaussianHead:
-    """Bind ``look`` to the head model ``head`` with ``shape`` [S]: about ``n_gaussians`` Gaussians.
+_UP = np.array([0.0, 1.0, 0.0])
 
-    ``head`` is a ``gagavatar.head.HeadModel`` (scale 1) with a landmark embedding in
-    one of ``LANDMARK_GROUPS``' formats and FLAME's joints (root, neck, jaw, eyes).
+
+@dataclass
+class _NeutralHead:
+    """One identity's neutral mesh and a frame on its face, in head-model units (float64).
+
+    The Gaussian groups are placed with it: the inter-ocular distance ``iod`` is
+    the unit of facial proportions, ``centre`` the skull's centre.
     """
-    with torch.no_grad():
-        X = head(shape[None].float())[0].double()
-        N_v = vertex_normals(X[None], head.faces)[0].numpy()
-        L = head.landmarks(X[None])[0].numpy()
-    X = X.numpy()
-    faces = head.faces.numpy()
-    fmt = head.landmark_format
-    if fmt not in LANDMARK_GROUPS:
-        raise ValueError(f"synthetic appearance needs landmarks in one of {sorted(LANDMARK_GROUPS)}, "
-                         f"the head model has {fmt!r}")
-    rows = {int(i): r for r, i in enumerate(head.landmark_indices.tolist())}
-    lmk_face, lmk_bary = head.lmk_face_idx.numpy(), head.lmk_b_coords.double().numpy()
 
-    def group(name: str) -> list[int]:
-        got = [rows[i] for i in LANDMARK_GROUPS[fmt][name] if i in rows]
-        if not got:
-            raise ValueError(f"the head model's {fmt} landmark embedding has none of the {name} points")
-        return got
+    X: np.ndarray            # [V,3] vertices
+    normals: np.ndarray      # [V,3] vertex normals
+    faces: np.ndarray        # [F,3]
+    areas: np.ndarray        # [F] triangle areas
+    landmarks: np.ndarray    # [L,3] landmark positions
+    fmt: str                 # the landmark format (a key of LANDMARK_GROUPS)
+    landmark_rows: dict      # landmark id -> row of ``landmarks``
+    lmk_face: np.ndarray     # [L] face of each landmark
+    lmk_bary: np.ndarray     # [L,3] its barycentric coordinates
+    weights: np.ndarray      # [V,J] skinning weights
+    skin_v: np.ndarray       # [V] bool: not an eyeball
+    face_is_eye: np.ndarray  # [F] bool: an eyeball's triangle
+    total_area: float        # area of the skin (every triangle not on an eyeball)
+    eye_r: np.ndarray        # [3] centre of the right eye's landmarks (the subject's right)
+    eye_l: np.ndarray        # [3] centre of the left eye's landmarks
+    eyes: np.ndarray         # [3] midpoint of the eyes
+    iod: float               # inter-ocular distance
+    chin: np.ndarray         # [3]
+    nose_bottom: np.ndarray  # [3]
+    mouth: np.ndarray        # [3] centre of the outer lip landmarks
+    centre: np.ndarray       # [3] the skull's centre (on the symmetry plane, a little above the eyes)
+    top: float               # height of the top of the head
+    crown: np.ndarray        # [3] the point hair flows away from
+    crown_vertex: int        # the skin vertex nearest the crown: anchor of long hair, a bun, a brim
 
-    def lm(name: str) -> np.ndarray:
-        return L[group(name)]
+    def group(self, name: str) -> list[int]:
+        """Rows of the landmarks of group ``name`` (``LANDMARK_GROUPS``) that the head has."""
+        return _group_rows(self.fmt, self.landmark_rows, name)
 
-    weights = head.lbs_weights.numpy()
-    eyeball = weights[:, 3:5].max(1) > 0.5 if weights.shape[1] >= 5 else np.zeros(len(X), bool)
-    noise = Noise3D(np.random.default_rng(look.texture_seed))
+    def lm(self, name: str) -> np.ndarray:
+        """Positions [k,3] of the landmarks of group ``name``."""
+        return self.landmarks[self.group(name)]
 
-    # A frame on the face: eyes, mouth, chin, and the skull's centre.
-    eye_r, eye_l = lm("eye_right").mean(0), lm("eye_left").mean(0)
-    eyes = (eye_r + eye_l) / 2
-    iod = np.linalg.norm(eye_l - eye_r)  # inter-ocular distance: the unit of facial proportions
-    chin, nose_bottom = lm("chin")[0], lm("nose_bottom")[0]
-    mouth = lm("lips_outer").mean(0)
-    skin_v = ~eyeball
-    above = skin_v & (X[:, 1] > eyes[1])
-    centre = np.array([0.0, eyes[1] + 0.1 * iod, (X[above, 2].max() + X[above, 2].min()) / 2])
-    top = X[above, 1].max()
-
-    face_is_eye = eyeball[faces].all(1)
-    areas = 0.5 * np.linalg.norm(np.cross(X[faces[:, 1]] - X[faces[:, 0]], X[faces[:, 2]] - X[faces[:, 0]]), axis=1)
-
-    def sample(n: int, face_mask: np.ndarray, keep=None) -> _Surface:
-        """``n`` area-uniform points on the masked faces (then filtered by ``keep(p, n)``)."""
+    def sample(self, rng: np.random.Generator, n: int, face_mask: np.ndarray, keep=None) -> _Surface:
+        """About ``n`` area-uniform points on the faces where ``face_mask`` [F] is True,
+        then filtered by ``keep(p [N,3], n [N,3]) -> bool [N]``."""
+        faces, areas, X, N_v = self.faces, self.areas, self.X, self.normals
         prob = areas * face_mask
         if prob.sum() <= 0 or n <= 0:
             return _Surface(np.zeros(0, int), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
@@ -431,33 +415,132 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
             f, bary, p, nn = f[k], bary[k], p[k], nn[k]
         return _Surface(f, bary, p, nn)
 
-    def elev_azim(p):
-        d = p - centre
+    def elev_azim(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Elevation and azimuth [N] (radians; azimuth 0 = the face's direction) of p [N,3] seen from ``centre``."""
+        d = p - self.centre
         d = d / np.linalg.norm(d, axis=1, keepdims=True)
         return np.arcsin(np.clip(d[:, 1], -1, 1)), np.arctan2(d[:, 0], d[:, 2])
 
-    # Hair covers the scalp above a hairline: high on the forehead, above the ears, low at the nape.
-    style = look.hair_style
 
-    def scalp(p, lower=0.0):
-        el, az = elev_azim(p)
-        front = np.cos(az).clip(0, 1) ** 2            # 1 at the forehead, 0 at the sides and back
-        back = (-np.cos(az)).clip(0, 1)
-        line = look.hairline * front + 0.2 * (1 - front) - 0.75 * back - lower
-        side_face = (np.abs(az) < 1.3) & (p[:, 1] < eyes[1] + 0.6 * iod)  # temples down: ears and cheeks stay bare
-        return (el > line) & ~side_face
+def _group_rows(fmt: str, rows: dict, name: str) -> list[int]:
+    """Rows (``rows``: landmark id -> row) of the landmarks of group ``name`` in format ``fmt``."""
+    got = [rows[i] for i in LANDMARK_GROUPS[fmt][name] if i in rows]
+    if not got:
+        raise ValueError(f"the head model's {fmt} landmark embedding has none of the {name} points")
+    return got
 
-    builder = _Builder(K=12, rest_area=areas)
-    up = np.array([0.0, 1.0, 0.0])
-    total_area = (areas * ~face_is_eye).sum()
 
-    # --- skin, lips, brows, neck / shirt -------------------------------------------------
+def _neutral_head(head, shape: Tensor) -> _NeutralHead:
+    """The neutral mesh of ``head`` with ``shape`` [S] and the frame on its face."""
+    with torch.no_grad():
+        X = head(shape[None].float())[0].double()
+        N_v = vertex_normals(X[None], head.faces)[0].numpy()
+        L = head.landmarks(X[None])[0].numpy()
+    X = X.numpy()
+    faces = head.faces.numpy()
+    fmt = head.landmark_format
+    if fmt not in LANDMARK_GROUPS:
+        raise ValueError(f"synthetic appearance needs landmarks in one of {sorted(LANDMARK_GROUPS)}, "
+                         f"the head model has {fmt!r}")
+    rows = {int(i): r for r, i in enumerate(head.landmark_indices.tolist())}
+
+    def lm(name: str) -> np.ndarray:
+        return L[_group_rows(fmt, rows, name)]
+
+    weights = head.lbs_weights.numpy()
+    eyeball = weights[:, 3:5].max(1) > 0.5 if weights.shape[1] >= 5 else np.zeros(len(X), bool)
+    face_is_eye = eyeball[faces].all(1)
+    areas = 0.5 * np.linalg.norm(np.cross(X[faces[:, 1]] - X[faces[:, 0]], X[faces[:, 2]] - X[faces[:, 0]]), axis=1)
+    # A frame on the face: eyes, mouth, chin, and the skull's centre.
+    eye_r, eye_l = lm("eye_right").mean(0), lm("eye_left").mean(0)
+    eyes = (eye_r + eye_l) / 2
+    iod = np.linalg.norm(eye_l - eye_r)  # inter-ocular distance: the unit of facial proportions
+    skin_v = ~eyeball
+    above = skin_v & (X[:, 1] > eyes[1])
+    centre = np.array([0.0, eyes[1] + 0.1 * iod, (X[above, 2].max() + X[above, 2].min()) / 2])
+    top = X[above, 1].max()
+    crown = centre + np.array([0.0, 1.0, -0.35]) * (top - centre[1])
+    crown_vertex = int(np.argmin(np.where(skin_v, np.linalg.norm(X - crown, axis=1), np.inf)))
+    return _NeutralHead(
+        X=X, normals=N_v, faces=faces, areas=areas, landmarks=L, fmt=fmt, landmark_rows=rows,
+        lmk_face=head.lmk_face_idx.numpy(), lmk_bary=head.lmk_b_coords.double().numpy(), weights=weights,
+        skin_v=skin_v, face_is_eye=face_is_eye, total_area=(areas * ~face_is_eye).sum(),
+        eye_r=eye_r, eye_l=eye_l, eyes=eyes, iod=iod, chin=lm("chin")[0], nose_bottom=lm("nose_bottom")[0],
+        mouth=lm("lips_outer").mean(0), centre=centre, top=top, crown=crown, crown_vertex=crown_vertex)
+
+
+def _scalp(nh: _NeutralHead, look: Appearance, p: np.ndarray, lower: float = 0.0) -> np.ndarray:
+    """bool [N]: which points p [N,3] lie above the hairline (raised by ``-lower`` radians).
+
+    The hairline is high on the forehead (``look.hairline``), above the ears at the
+    sides, low at the nape; the temples down (ears, cheeks) stay bare.
+    """
+    el, az = nh.elev_azim(p)
+    front = np.cos(az).clip(0, 1) ** 2            # 1 at the forehead, 0 at the sides and back
+    back = (-np.cos(az)).clip(0, 1)
+    line = look.hairline * front + 0.2 * (1 - front) - 0.75 * back - lower
+    side_face = (np.abs(az) < 1.3) & (p[:, 1] < nh.eyes[1] + 0.6 * nh.iod)  # temples down: ears and cheeks stay bare
+    return (el > line) & ~side_face
+
+
+def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Generator,
+                        n_gaussians: int = 16000) -> GaussianHead:
+    """Bind ``look`` to the head model ``head`` with ``shape`` [S]: about ``n_gaussians`` Gaussians.
+
+    ``head`` is a ``gagavatar.head.HeadModel`` (scale 1) with a landmark embedding in
+    one of ``LANDMARK_GROUPS``' formats and FLAME's joints (root, neck, jaw, eyes).
+    The groups are drawn in this order (``rng`` is used in this order too): skin and
+    shirt, eyeballs, hair, cap, beard, lashes, mouth, glasses.
+    """
+    nh = _neutral_head(head, shape)
+    noise = Noise3D(np.random.default_rng(look.texture_seed))
+    builder = _Builder(K=12, rest_area=nh.areas)
+    _add_skin(builder, nh, look, rng, noise, n_gaussians)
+    _add_eyeballs(builder, nh, look, rng, noise, n_gaussians)
+    if look.hair_style not in ("bald", "buzz"):
+        _add_hair(builder, nh, look, rng, noise, n_gaussians)
+    if look.hair_style == "cap":
+        _add_cap(builder, nh, look, rng, noise, n_gaussians)
+    if look.beard > 0:
+        _add_beard(builder, nh, look, rng, noise, n_gaussians)
+    _add_lashes(builder, nh, look, rng)
+    _add_mouth(builder, nh, rng, n_gaussians)
+    if look.glasses is not None:
+        _add_glasses(builder, nh, look, rng, int(n_gaussians * 0.04))
+    return builder.build()
+
+
+def _add_skin(builder: _Builder, nh: _NeutralHead, look: Appearance, rng, noise: Noise3D, n_gaussians: int) -> None:
+    """Skin, lips, brows and neck: flat discs on the surface (half of ``n_gaussians``),
+    their colour from ``_skin_albedo``; where a shirt covers the neck, a slightly
+    thicker shell above the skin so it reads as cloth."""
+    faces = nh.faces
     n_skin = int(n_gaussians * 0.5)
-    skin = sample(n_skin, ~face_is_eye)
-    spacing = math.sqrt(total_area / max(n_skin, 1))
+    skin = nh.sample(rng, n_skin, ~nh.face_is_eye)
+    spacing = math.sqrt(nh.total_area / max(n_skin, 1))
     p, nrm = skin.p, skin.n
+    tone, shirt = _skin_albedo(nh, look, p, nrm, noise)
+    neck = p[:, 1] < nh.chin[1]  # below the chin: not part of the head box
+    quats = frame_quaternions(nrm, np.cross(nrm, _UP) + 1e-3)
+    sc = np.array([spacing, spacing, 0.2 * spacing])
+    idx = faces[skin.face]
+    builder.add("skin", idx, skin.bary, quats, sc, tone, opacity=1.0,
+                in_head_box=~neck, cullable=True, face=skin.face)
+    if look.shirt is not None and shirt.any():
+        builder.add("shirt", idx[shirt], skin.bary[shirt], quats[shirt], sc * np.array([1.2, 1.2, 1]),
+                    tone[shirt] * 0.95, normal_offset=0.004, in_head_box=False, face=skin.face[shirt])
+
+
+def _skin_albedo(nh: _NeutralHead, look: Appearance, p: np.ndarray, nrm: np.ndarray, noise: Noise3D):
+    """Albedo [N,3] of skin points p [N,3] with normals nrm [N,3], and the shirt's mask [N] bool.
+
+    Textured skin tone, redder cheeks, darker eye sockets, freckles, lips, brows,
+    nostrils; the shirt below a wavy line under the chin; the scalp tinted by the hair.
+    """
+    eye_r, eye_l, eyes, iod, mouth, nose_bottom, chin = nh.eye_r, nh.eye_l, nh.eyes, nh.iod, nh.mouth, nh.nose_bottom, nh.chin
+    style = look.hair_style
     tone = look.skin * (1 + 0.06 * noise(p, 40.0)[:, None] + 0.03 * noise(p, 300.0, 2)[:, None])
-    el, az = elev_azim(p)
+    el, az = nh.elev_azim(p)
     # cheeks a little redder, around the eye sockets a little darker
     for side in (-1, 1):
         cheek = np.array([side * 0.55 * iod, (eyes[1] + mouth[1]) / 2, nose_bottom[2] - 0.25 * iod])
@@ -470,11 +553,11 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         tone[spots] *= 1 - 0.25 * look.freckles * np.array([0.6, 0.9, 1.0])
     xy = p[:, :2]
     front_facing = nrm[:, 2] > 0.2
-    lips = _inside_polygon(xy, lm("lips_outer")[:, :2]) & front_facing & (p[:, 2] > mouth[2] - 0.4 * iod)
+    lips = _inside_polygon(xy, nh.lm("lips_outer")[:, :2]) & front_facing & (p[:, 2] > mouth[2] - 0.4 * iod)
     lip_mix = np.clip(0.85 + 0.15 * noise(p, 400.0, 1), 0, 1)[:, None]
     tone[lips] = (lip_mix * look.lips + (1 - lip_mix) * look.skin)[lips]
     for name in ("brow_right", "brow_left"):
-        line = lm(name)
+        line = nh.lm(name)
         d = _distance_to_polyline(xy, line[:, :2])
         brow = (d < 0.09 * iod) & front_facing & (np.abs(p[:, 2] - line[:, 2].mean()) < 0.5 * iod)
         tone[brow] = 0.25 * tone[brow] + 0.75 * look.brows
@@ -482,29 +565,25 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         nostril = nose_bottom + np.array([side * 0.13 * iod, 0.04 * iod, 0.0])
         near = (((p - nostril) / np.array([0.07, 0.04, 0.12])) ** 2).sum(1) < iod ** 2
         tone[near & (nrm[:, 1] < 0.2)] *= 0.4
-    neck = p[:, 1] < chin[1]  # below the chin: not part of the head box
     shirt_line = chin[1] - 1.2 * iod + 0.1 * iod * noise(p, 20.0, 1)
     shirt = (p[:, 1] < shirt_line) if look.shirt is not None else np.zeros(len(p), bool)
     if look.shirt is not None:
         tone[shirt] = look.shirt * (1 + 0.08 * noise(p[shirt], 60.0)[:, None])
-    hairy = scalp(p) if style not in ("bald",) else np.zeros(len(p), bool)
+    hairy = _scalp(nh, look, p) if style not in ("bald",) else np.zeros(len(p), bool)
     if style == "bald":  # shaved sides and back
-        tone[scalp(p, -0.2) & (np.abs(az) > 1.2)] *= 0.85
+        tone[_scalp(nh, look, p, -0.2) & (np.abs(az) > 1.2)] *= 0.85
     if style in ("buzz",):
         tone[hairy] = 0.45 * tone[hairy] + 0.55 * look.hair
     elif style != "bald":
         tone[hairy] = 0.3 * tone[hairy] + 0.7 * look.hair * 0.7  # scalp under the hair: never bright skin
-    quats = frame_quaternions(nrm, np.cross(nrm, up) + 1e-3)
-    sc = np.array([spacing, spacing, 0.2 * spacing])
-    idx = faces[skin.face]
-    builder.add("skin", idx, skin.bary, quats, sc, tone, opacity=1.0,
-                in_head_box=~neck, cullable=True, face=skin.face)
-    # shirt: a slightly thicker shell so it reads as cloth above the skin
-    if look.shirt is not None and shirt.any():
-        builder.add("shirt", idx[shirt], skin.bary[shirt], quats[shirt], sc * np.array([1.2, 1.2, 1]),
-                    tone[shirt] * 0.95, normal_offset=0.004, in_head_box=False, face=skin.face[shirt])
+    return tone, shirt
 
-    # --- eyeballs: sclera, iris, pupil, by the angle from each eye's forward axis ------------
+
+def _add_eyeballs(builder: _Builder, nh: _NeutralHead, look: Appearance, rng, noise: Noise3D,
+                  n_gaussians: int) -> None:
+    """Sclera, iris and pupil on each eyeball mesh (3% of ``n_gaussians`` each), coloured by
+    the angle from the eye's forward axis; they turn with ``eye_pose``."""
+    X, faces, weights, areas = nh.X, nh.faces, nh.weights, nh.areas
     for j, name in ((3, "eye_left"), (4, "eye_right")):  # FLAME's eye joints
         if weights.shape[1] <= j:
             continue
@@ -515,7 +594,7 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         radius = np.linalg.norm(X[verts] - c, axis=1).mean()
         fmask = np.isin(faces, verts).all(1)
         fmask &= ((X[faces].mean(1) - c)[:, 2] > -0.2 * radius)  # the back of the eye is never seen
-        eye = sample(int(n_gaussians * 0.03), fmask)
+        eye = nh.sample(rng, int(n_gaussians * 0.03), fmask)
         d = (eye.p - c) / radius
         ang = np.arccos(np.clip(d[:, 2], -1, 1))
         iris_r = 0.55
@@ -524,78 +603,92 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         col = col * (1 + 0.1 * noise(eye.p, 500.0, 1)[:, None])
         area = (areas * fmask).sum()
         s = math.sqrt(area / max(len(eye.p), 1))
-        builder.add(name, faces[eye.face], eye.bary, frame_quaternions(eye.n, np.cross(eye.n, up) + 1e-3),
+        builder.add(name, faces[eye.face], eye.bary, frame_quaternions(eye.n, np.cross(eye.n, _UP) + 1e-3),
                     [0.8 * s, 0.8 * s, 0.2 * s], col, cullable=True, face=eye.face)
 
-    # --- hair -------------------------------------------------------------------------------
-    crown = centre + np.array([0.0, 1.0, -0.35]) * (top - centre[1])
-    crown_vertex = int(np.argmin(np.where(skin_v, np.linalg.norm(X - crown, axis=1), np.inf)))
-    if style not in ("bald", "buzz"):
-        thickness = look.hair_thickness
-        n_hair = int(n_gaussians * (0.3 if style != "curly" else 0.36))
-        hair = sample(n_hair, ~face_is_eye, keep=lambda q, n_: scalp(q))
-        h = rng.uniform(0.25, 1.0, len(hair.p)) * thickness
-        flow = hair.p - crown  # strands run away from the crown
-        if style == "curly":
-            flow = rng.normal(size=flow.shape)
-        q = frame_quaternions(hair.n, flow)
-        s = math.sqrt(total_area * 0.4 / max(n_hair, 1))
-        strand = noise(hair.p * np.array([1.0, 0.2, 1.0]), 600.0, 2)  # streaks along the flow
-        shade_ = (0.7 + 0.3 * h / thickness)[:, None] * (1 + 0.25 * strand[:, None])
-        col = look.hair * shade_
-        sc = np.array([2.6, 0.7, 0.35]) * s if style != "curly" else np.array([1.3, 1.3, 1.0]) * s
-        builder.add("hair", faces[hair.face], hair.bary, q, sc, col, normal_offset=h, cullable=True, face=hair.face)
-        if style in ("long",):
-            roots = sample(int(n_gaussians * 0.02), ~face_is_eye,
-                           keep=lambda q, n_: scalp(q) & ~scalp(q, lower=-0.35))  # just above the hairline
-            _add_long_hair(builder, X, crown_vertex, roots, centre, look, rng, int(n_gaussians * 0.12), s, noise)
-        if style == "bun":
-            _add_bun(builder, X, crown_vertex, centre, top, look, rng, int(n_gaussians * 0.05), noise)
-    if style == "cap":
-        # a shell over the crown (thicker than hair), with a brim over the forehead
-        capline = lambda q, n_: scalp(q, lower=-0.15)  # noqa: E731
-        cap = sample(int(n_gaussians * 0.18), ~face_is_eye, keep=capline)
-        s = math.sqrt(total_area * 0.3 / max(len(cap.p), 1))
-        col = look.cap * (1 + 0.05 * noise(cap.p, 80.0, 1)[:, None])
-        builder.add("cap", faces[cap.face], cap.bary, frame_quaternions(cap.n, np.cross(cap.n, up) + 1e-3),
-                    [1.0 * s, 1.0 * s, 0.3 * s], col, normal_offset=look.hair_thickness + 0.008, cullable=True,
-                    face=cap.face)
-        _add_brim(builder, X, crown_vertex, eyes, iod, look, rng, int(n_gaussians * 0.04))
 
-    # --- beard and moustache -------------------------------------------------------------
-    if look.beard > 0:
-        lip_loop = np.vstack([lm("lips_outer"), lm("lips_outer")[:1]])[:, :2]
+def _add_hair(builder: _Builder, nh: _NeutralHead, look: Appearance, rng, noise: Noise3D, n_gaussians: int) -> None:
+    """Hair strands in a shell above the scalp (30% of ``n_gaussians``, 36% curly): flat
+    streaks flowing away from the crown, or round curls; long hair also hangs below the
+    scalp (``_add_long_hair``), a bun sits on the crown (``_add_bun``)."""
+    faces, style, thickness = nh.faces, look.hair_style, look.hair_thickness
+    n_hair = int(n_gaussians * (0.3 if style != "curly" else 0.36))
+    hair = nh.sample(rng, n_hair, ~nh.face_is_eye, keep=lambda q, n_: _scalp(nh, look, q))
+    h = rng.uniform(0.25, 1.0, len(hair.p)) * thickness
+    flow = hair.p - nh.crown  # strands run away from the crown
+    if style == "curly":
+        flow = rng.normal(size=flow.shape)
+    q = frame_quaternions(hair.n, flow)
+    s = math.sqrt(nh.total_area * 0.4 / max(n_hair, 1))
+    strand = noise(hair.p * np.array([1.0, 0.2, 1.0]), 600.0, 2)  # streaks along the flow
+    shade_ = (0.7 + 0.3 * h / thickness)[:, None] * (1 + 0.25 * strand[:, None])
+    col = look.hair * shade_
+    sc = np.array([2.6, 0.7, 0.35]) * s if style != "curly" else np.array([1.3, 1.3, 1.0]) * s
+    builder.add("hair", faces[hair.face], hair.bary, q, sc, col, normal_offset=h, cullable=True, face=hair.face)
+    if style in ("long",):
+        roots = nh.sample(rng, int(n_gaussians * 0.02), ~nh.face_is_eye,  # just above the hairline
+                          keep=lambda q, n_: _scalp(nh, look, q) & ~_scalp(nh, look, q, lower=-0.35))
+        _add_long_hair(builder, nh, roots, look, rng, int(n_gaussians * 0.12), s, noise)
+    if style == "bun":
+        _add_bun(builder, nh, look, rng, int(n_gaussians * 0.05), noise)
 
-        def beard_region(q, n_):
-            below_nose = q[:, 1] < nose_bottom[1] - 0.05 * iod
-            under_chin = q[:, 1] > chin[1] - 0.25 * iod  # the beard stops where the neck starts
-            front = (q[:, 2] > centre[2] + 0.15 * iod) & (n_[:, 2] > -0.2)  # in front of the ears
-            off_lips = ~_inside_polygon(q[:, :2], lip_loop) & (_distance_to_polyline(q[:, :2], lip_loop) > 0.05 * iod)
-            return below_nose & under_chin & front & off_lips
 
-        patchy = lambda q, n_: beard_region(q, n_) & (noise(q, 150.0, 2) > 0.6 - 1.2 * look.beard)  # noqa: E731
-        beard = sample(int(n_gaussians * 0.12), ~face_is_eye, keep=patchy)
-        s = math.sqrt(total_area * 0.12 / max(len(beard.p), 1))
-        h = rng.uniform(0.2, 1.0, len(beard.p)) * 0.006
-        q = frame_quaternions(beard.n, np.tile(np.array([0.0, -1.0, 0.0]), (len(beard.p), 1)))
-        col = look.hair * 0.8 * (1 + 0.3 * noise(beard.p, 700.0, 1)[:, None])
-        builder.add("beard", faces[beard.face], beard.bary, q, [1.6 * s, 0.6 * s, 0.4 * s], col, normal_offset=h,
-                    opacity=rng.uniform(0.5, 1.0, len(beard.p)), cullable=True, face=beard.face)
+def _add_cap(builder: _Builder, nh: _NeutralHead, look: Appearance, rng, noise: Noise3D, n_gaussians: int) -> None:
+    """A cap: a shell over the crown (thicker than hair, 18% of ``n_gaussians``) and a brim
+    over the forehead (``_add_brim``)."""
+    cap = nh.sample(rng, int(n_gaussians * 0.18), ~nh.face_is_eye, keep=lambda q, n_: _scalp(nh, look, q, lower=-0.15))
+    s = math.sqrt(nh.total_area * 0.3 / max(len(cap.p), 1))
+    col = look.cap * (1 + 0.05 * noise(cap.p, 80.0, 1)[:, None])
+    builder.add("cap", nh.faces[cap.face], cap.bary, frame_quaternions(cap.n, np.cross(cap.n, _UP) + 1e-3),
+                [1.0 * s, 1.0 * s, 0.3 * s], col, normal_offset=look.hair_thickness + 0.008, cullable=True,
+                face=cap.face)
+    _add_brim(builder, nh, look, rng, int(n_gaussians * 0.04))
 
-    # --- lashes along the upper lids, following blinks ---------------------------------------
+
+def _add_beard(builder: _Builder, nh: _NeutralHead, look: Appearance, rng, noise: Noise3D, n_gaussians: int) -> None:
+    """Beard and moustache: short hairs pointing down over the lower face (up to 12% of
+    ``n_gaussians``), patchy where ``look.beard`` is thin, never on the lips or the neck."""
+    iod, chin, nose_bottom, centre = nh.iod, nh.chin, nh.nose_bottom, nh.centre
+    lip_loop = np.vstack([nh.lm("lips_outer"), nh.lm("lips_outer")[:1]])[:, :2]
+
+    def beard_region(q, n_):
+        below_nose = q[:, 1] < nose_bottom[1] - 0.05 * iod
+        under_chin = q[:, 1] > chin[1] - 0.25 * iod  # the beard stops where the neck starts
+        front = (q[:, 2] > centre[2] + 0.15 * iod) & (n_[:, 2] > -0.2)  # in front of the ears
+        off_lips = ~_inside_polygon(q[:, :2], lip_loop) & (_distance_to_polyline(q[:, :2], lip_loop) > 0.05 * iod)
+        return below_nose & under_chin & front & off_lips
+
+    patchy = lambda q, n_: beard_region(q, n_) & (noise(q, 150.0, 2) > 0.6 - 1.2 * look.beard)  # noqa: E731
+    beard = nh.sample(rng, int(n_gaussians * 0.12), ~nh.face_is_eye, keep=patchy)
+    s = math.sqrt(nh.total_area * 0.12 / max(len(beard.p), 1))
+    h = rng.uniform(0.2, 1.0, len(beard.p)) * 0.006
+    q = frame_quaternions(beard.n, np.tile(np.array([0.0, -1.0, 0.0]), (len(beard.p), 1)))
+    col = look.hair * 0.8 * (1 + 0.3 * noise(beard.p, 700.0, 1)[:, None])
+    builder.add("beard", nh.faces[beard.face], beard.bary, q, [1.6 * s, 0.6 * s, 0.4 * s], col, normal_offset=h,
+                opacity=rng.uniform(0.5, 1.0, len(beard.p)), cullable=True, face=beard.face)
+
+
+def _add_lashes(builder: _Builder, nh: _NeutralHead, look: Appearance, rng) -> None:
+    """40 lashes along each upper lid, anchored between lid landmarks so they follow blinks."""
+    iod = nh.iod
     for name in ("lid_right", "lid_left"):
-        rws = group(name)
+        rws = nh.group(name)
         m = 40
         seg = rng.integers(0, len(rws) - 1, m)
         t = rng.random(m)
-        idx, w = _between_landmarks(lmk_face, lmk_bary, faces, np.array(rws)[seg], np.array(rws)[seg + 1], t)
+        idx, w = _between_landmarks(nh.lmk_face, nh.lmk_bary, nh.faces, np.array(rws)[seg], np.array(rws)[seg + 1], t)
         out = np.tile(np.array([0.0, 0.15, 1.0]), (m, 1))
-        builder.add(f"lashes_{name[4:]}", idx, w, frame_quaternions(out, np.tile(up, (m, 1))),
+        builder.add(f"lashes_{name[4:]}", idx, w, frame_quaternions(out, np.tile(_UP, (m, 1))),
                     [0.04 * iod, 0.012 * iod, 0.01 * iod], look.brows * 0.6, offset=np.array([0, 0.01, 0.02]) * iod,
                     opacity=0.6)
 
-    # --- inside the mouth: a dark cavity, teeth and tongue between the inner lips ----------
-    upper, lower = group("lips_inner_upper"), group("lips_inner_lower")
+
+def _add_mouth(builder: _Builder, nh: _NeutralHead, rng, n_gaussians: int) -> None:
+    """Inside the mouth (3% of ``n_gaussians``): a dark cavity, teeth and tongue between the
+    inner lips, anchored to both lips so an open mouth shows a mouth and not the back of
+    the head. Nothing when the inner lip groups do not pair up."""
+    iod = nh.iod
+    upper, lower = nh.group("lips_inner_upper"), nh.group("lips_inner_lower")
     m = int(n_gaussians * 0.03)
     if len(upper) == len(lower) and len(upper) >= 2:
         u = rng.uniform(0.0, 1.0, m)
@@ -605,8 +698,8 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         t = rng.random(m)
         ua, ub = np.array(upper)[seg], np.array(upper)[seg + 1]
         la, lb = np.array(lower)[seg], np.array(lower)[seg + 1]
-        idx_u, w_u = _between_landmarks(lmk_face, lmk_bary, faces, ua, ub, s_)
-        idx_l, w_l = _between_landmarks(lmk_face, lmk_bary, faces, la, lb, s_)
+        idx_u, w_u = _between_landmarks(nh.lmk_face, nh.lmk_bary, nh.faces, ua, ub, s_)
+        idx_l, w_l = _between_landmarks(nh.lmk_face, nh.lmk_bary, nh.faces, la, lb, s_)
         idx = np.concatenate([idx_u, idx_l], 1)
         w = np.concatenate([w_u * (1 - t)[:, None], w_l * t[:, None]], 1)
         corner = np.clip(np.minimum(u, 1 - u) / 0.15, 0.25, 1.0)  # shallow and small at the corners: thin cheeks
@@ -617,11 +710,6 @@ def build_gaussian_head(head, shape: Tensor, look: Appearance, rng: np.random.Ge
         quats = np.tile(np.array([1.0, 0, 0, 0], np.float32), (m, 1))
         builder.add("mouth", idx, w, quats, np.array([0.05, 0.035, 0.035]) * iod * corner[:, None], col,
                     offset=np.stack([np.zeros(m), np.zeros(m), -depth], 1), lit=np.where(teeth, 1.0, 0.0))
-
-    # --- glasses -------------------------------------------------------------------------
-    if look.glasses is not None:
-        _add_glasses(builder, X, skin_v, eyes, eye_r, eye_l, iod, look, rng, int(n_gaussians * 0.04))
-    return builder.build()
 
 
 def _between_landmarks(lmk_face, lmk_bary, faces, a_rows, b_rows, t):
@@ -642,8 +730,10 @@ def _rigid(builder: _Builder, name: str, X: np.ndarray, anchor: int, points: np.
                 opacity=opacity, offset=points - X[anchor], fixed_normal=normals, in_head_box=in_head_box)
 
 
-def _add_long_hair(builder, X, anchor, roots, centre, look, rng, n, s, noise):
-    """Strands hanging from the sides and back of the scalp (``roots``) down past the ears."""
+def _add_long_hair(builder, nh: _NeutralHead, roots: _Surface, look, rng, n, s, noise):
+    """About ``n`` strands hanging from the sides and back of the scalp (``roots``) down past
+    the ears, ``s`` wide; rigid with the crown."""
+    X, anchor, centre = nh.X, nh.crown_vertex, nh.centre
     d = roots.p - centre
     keep = np.abs(np.arctan2(d[:, 0], d[:, 2])) > 1.0  # not over the face
     p0, n0, d = roots.p[keep], roots.n[keep], d[keep]
@@ -664,8 +754,9 @@ def _add_long_hair(builder, X, anchor, roots, centre, look, rng, n, s, noise):
            np.array([3.0, 0.8, 0.4]) * s, col, in_head_box=False)  # a head detector's box stops at the chin
 
 
-def _add_bun(builder, X, anchor, centre, top, look, rng, n, noise):
-    """A ball of hair at the back of the crown."""
+def _add_bun(builder, nh: _NeutralHead, look, rng, n, noise):
+    """A ball of ``n`` hair Gaussians at the back of the crown, rigid with it."""
+    X, anchor, centre, top = nh.X, nh.crown_vertex, nh.centre, nh.top
     c = centre + np.array([0.0, 0.85, -0.75]) * (top - centre[1])
     r = 0.35 * (top - centre[1])
     d = rng.normal(size=(n, 3))
@@ -676,8 +767,9 @@ def _add_bun(builder, X, anchor, centre, top, look, rng, n, noise):
     _rigid(builder, "bun", X, anchor, pts, d, np.cross(d, [0, 1.0, 0]) + 1e-3, [1.5 * s, 0.8 * s, 0.4 * s], col)
 
 
-def _add_brim(builder, X, anchor, eyes, iod, look, rng, n):
-    """A cap's brim: a flat half-disc sticking out over the forehead."""
+def _add_brim(builder, nh: _NeutralHead, look, rng, n):
+    """A cap's brim: a flat half-disc of ``n`` Gaussians sticking out over the forehead."""
+    X, anchor, eyes, iod = nh.X, nh.crown_vertex, nh.eyes, nh.iod
     y = eyes[1] + 0.95 * iod
     front = X[(np.abs(X[:, 1] - y) < 0.1 * iod) & (np.abs(X[:, 0]) < 0.3 * iod), 2].max()
     ang = rng.uniform(-1.25, 1.25, n)
@@ -691,8 +783,10 @@ def _add_brim(builder, X, anchor, eyes, iod, look, rng, n):
            [1.0 * s, 1.0 * s, 0.25 * s], look.cap * 0.9)
 
 
-def _add_glasses(builder, X, skin_v, eyes, eye_r, eye_l, iod, look, rng, n):
-    """Two rims, a bridge and temples on a rigid frame in front of the eyes (and tinted lenses)."""
+def _add_glasses(builder, nh: _NeutralHead, look, rng, n):
+    """Two rims, a bridge and temples (about ``n`` Gaussians) on a rigid frame in front of
+    the eyes, and tinted lenses when ``look.lens_tint`` > 0."""
+    X, skin_v, eyes, eye_r, eye_l, iod = nh.X, nh.skin_v, nh.eyes, nh.eye_r, nh.eye_l, nh.iod
     half_w, half_h = 0.42 * iod, 0.3 * iod
     behind_rims = skin_v & (np.abs(X[:, 1] - eyes[1]) < half_h) & (np.abs(np.abs(X[:, 0]) - 0.55 * iod) < 0.35 * iod)
     z = X[behind_rims, 2].max() + 0.1 * iod  # rims just in front of the brow ridge and cheeks

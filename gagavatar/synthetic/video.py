@@ -32,8 +32,10 @@ from gagavatar.data.format import (FRAME_FORMATS, SPLITS, Dataset, VideoWriter, 
                                    update_index)
 from gagavatar.head.model import vertex_normals
 from gagavatar.io import write_image_grid
-from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE, Camera, intrinsics, look_at, viewmat_to_reference
+from gagavatar.geometry import (REFERENCE_FOCAL, WORLD_SCALE, Camera, axis_rotation, intrinsics, look_at,
+                                viewmat_to_reference)
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
+from gagavatar.synthetic.basis_names import EXPRESSIONS
 
 CROP_SCALE = 1.65          # the reference crops a square of 1.65 x the head box
 SYNTHETIC_HEAD_ID = "synthetic-default"  # = gagavatar.head.HeadModel.default()
@@ -201,18 +203,12 @@ def _expression_names(head) -> tuple[str, ...]:
     """Names of the first expression columns when ``head`` is the synthetic head, else ()."""
     if not str(getattr(head, "version", "")).startswith("synthetic"):
         return ()
-    from gagavatar.synthetic.head import EXPRESSIONS
     return tuple(EXPRESSIONS)
 
 
 def _rotation(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """Head rotations [F,3,3] = Rz(roll) Ry(yaw) Rx(pitch) in head-model axes (y up, z forward)."""
-    def axis(angle, i, j):
-        R = torch.eye(3).repeat(len(angle), 1, 1)
-        c, s = torch.cos(angle), torch.sin(angle)
-        R[:, i, i], R[:, i, j], R[:, j, i], R[:, j, j] = c, -s, s, c
-        return R
-    return axis(roll, 0, 1) @ axis(yaw, 2, 0) @ axis(pitch, 1, 2)
+    return axis_rotation("z", roll) @ axis_rotation("y", yaw) @ axis_rotation("x", pitch)
 
 
 def head_box(gh: GaussianHead, vertices: torch.Tensor, normals: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -26,12 +26,20 @@ subject's left):
   decreasing variance) and expression (mouth open, smile, pucker, brow raise,
   blink left/right, frown, ...; then small random fields on the face).
 
+The steps, in ``make_synthetic_head``'s order: plan the ray grid -> trace the
+canonical face -> blend it into the skull -> cut the lips -> place the eyes and
+recess their openings -> skin mesh -> eyeball meshes -> label the vertices ->
+rig (skinning, pose correctives, shape and expression bases, landmarks, parts).
+
 The bundled default head (``assets/head/synthetic_head.npz``) is
-``make_synthetic_head(seed=0)`` saved by ``python -m gagavatar.synthetic.head``.
+``make_synthetic_head(seed=0)`` saved by ``python -m gagavatar.tools.build_head``,
+which also redraws ``docs/images/synthetic_head.png`` (``gagavatar.tools.head_preview``).
+This is a build-time tool: the runtime only loads the npz.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +47,7 @@ import torch
 
 from gagavatar.head.flame_io import save_head_npz
 from gagavatar.head.model import vertex_normals
+from gagavatar.synthetic.basis_names import EXPRESSIONS, SHAPES
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "head"
 CANONICAL_FACE_PATH = ASSETS / "mediapipe_canonical_face.obj"
@@ -51,14 +60,6 @@ LIP_INNER_UPPER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
 LIP_INNER_LOWER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
 MOUTH_CORNERS_INNER = (78, 308)
 RIGHT_IRIS, LEFT_IRIS = (468, 469, 470, 471, 472), (473, 474, 475, 476, 477)  # centre, +x, up, -x, down
-
-# Named expression components (the first columns of the expression basis).
-EXPRESSIONS = ("mouth_open", "smile", "pucker", "brow_raise", "blink_left", "blink_right", "frown",
-               "mouth_stretch", "lip_press", "cheek_puff", "mouth_left", "nose_wrinkle", "upper_lip_raise",
-               "lower_lip_down", "jaw_forward", "smile_left", "smile_right")
-SHAPES = ("head_size", "head_width", "face_length", "head_depth", "nose_size", "nose_width", "jaw_width",
-          "cheek_fullness", "chin_forward", "forehead_slope", "eye_distance", "lip_thickness", "ear_size",
-          "brow_ridge", "neck_thickness")
 
 RAY_ORIGIN = np.array([0.0, 0.0, -0.03])  # the point inside the head the skin grid is cast from
 EYEBALL_RADIUS = 0.0125
@@ -286,7 +287,7 @@ def _column_angles(C, front=0.55):
 
 
 # ---------------------------------------------------------------------------
-# the generator
+# the generator: the steps in order
 
 
 def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 300, n_expression: int = 100) -> dict:
@@ -305,17 +306,58 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     named ones) and small identity variations of the template are left to the
     shape coefficients.
     """
+    _check_sizes(n_vertices, n_shape, n_expression)
+    rng = np.random.default_rng(seed)
+    canon, canon_faces = load_canonical_face()
+    rays = _plan_ray_grid(n_vertices, canon)
+    outer, holes = _face_loops(canon_faces)
+    r_face, w_face, hit = _trace_canonical_face(canon, canon_faces, outer, rays)
+    hole_masks = _hole_masks(canon, holes, rays)
+    r_fill = _blend_face_into_skull(rays, r_face, w_face, hit, hole_masks)
+    i_m, slit_cols = _mouth_cut(rays)
+    r_skin = _curl_lips(r_fill, i_m, slit_cols)
+    eyes = _place_eyes(canon, holes, hole_masks, rays, r_fill)
+    r_skin = _recess_eye_openings(r_skin, eyes, rays, r_fill)
+    skin, index, lower_index = _skin_vertices(rays, r_skin, i_m, slit_cols)
+    skin_faces = _skin_triangles(skin, index, lower_index, i_m, rays.neck_cap)
+    v_template, f_all, eye_slices = _add_eyeball_meshes(skin, skin_faces, eyes, rays.n_eye)
+    assert len(v_template) == n_vertices, (len(v_template), n_vertices)
+    geo = _label_vertices(v_template, f_all, len(skin), eye_slices, eyes, canon, rays, r_fill, index, lower_index,
+                          i_m, slit_cols)
+    return _rig(geo, f_all, n_shape, n_expression, rng, seed)
+
+
+def _check_sizes(n_vertices: int, n_shape: int, n_expression: int) -> None:
+    """Raise ValueError when the head would be too small or lack the named basis columns."""
     if n_vertices < 200:
         raise ValueError(f"n_vertices must be >= 200 for a recognisable head, got {n_vertices}")
     if n_shape < len(SHAPES) or n_expression < len(EXPRESSIONS):
         raise ValueError(f"need at least {len(SHAPES)} shape and {len(EXPRESSIONS)} expression columns "
                          f"(the named ones), got {n_shape}, {n_expression}")
-    rng = np.random.default_rng(seed)
-    canon, canon_faces = load_canonical_face()
-    o = RAY_ORIGIN
 
-    # ---- vertex budget: each eyeball ~10.9% as in FLAME (546 of 5023), the rest skin; the grid's
-    #      leftover (even) goes to the eyeballs
+
+@dataclass
+class _RayGrid:
+    """The skin's rays from ``RAY_ORIGIN`` (R rows x C columns) and the vertex budget."""
+
+    R: int                # rows, top pole to neck
+    C: int                # columns around the vertical axis (even)
+    n_slit: int           # grid vertices doubled by the mouth cut
+    n_eye: int            # vertices of each eyeball
+    neck_cap: int         # 1: one centre vertex closes the neck, 0: the neck is open
+    phi_mouth: float      # polar angle of the mouth line
+    theta_corner: float   # azimuth of the inner mouth corner
+    phis: np.ndarray      # [R] polar angles of the rows
+    thetas: np.ndarray    # [C] azimuths of the columns
+    dirs: np.ndarray      # [R,C,3] unit ray directions
+
+
+def _plan_ray_grid(n_vertices: int, canon: np.ndarray) -> _RayGrid:
+    """Split n_vertices between skin and eyeballs and lay out the skin's rays.
+
+    canon: the canonical face [468,3]. Each eyeball gets ~10.9% of the vertices, as in
+    FLAME (546 of 5023), the rest is skin; the grid's (even) leftover goes to the eyeballs.
+    """
     n_eye = max(24, int(round(0.1087 * n_vertices)))
     n_skin = n_vertices - 2 * n_eye
     phi_m, _ = _angles(0.5 * (canon[13] + canon[14]))  # the mouth line
@@ -324,42 +366,67 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     leftover = n_skin - (1 + R * C + n_slit)
     neck_cap = leftover % 2  # an odd leftover closes the neck with one centre vertex (keeps the symmetry)
     n_eye += leftover // 2
-
-    # ---- ray grid
     phi_max = math.radians(162)
     phis = _row_angles(R, phi_max)
     thetas = _column_angles(C)
     dirs = _directions(phis[:, None], thetas[None, :])  # [R,C,3]
-    flat = dirs.reshape(-1, 3)
+    return _RayGrid(R, C, n_slit, n_eye, neck_cap, phi_m, th_corner, phis, thetas, dirs)
 
-    # base shape and canonical face along every ray
-    r_base = _ray_to_sdf(flat, _base_sdf).reshape(R, C)
-    t_face, f_face, b_face = ray_triangle_hits(o, flat, canon[canon_faces])
-    hit = np.isfinite(t_face).reshape(R, C)
 
-    # face weight: 1 inside the canonical face, 0 at its outer border (blend band 2 cm)
+def _face_loops(canon_faces: np.ndarray) -> tuple[list[int], list[list[int]]]:
+    """The canonical face's outer border loop and its holes (eyes, mouth), as vertex index lists."""
     loops = _boundary_loops(canon_faces)
     outer = max(loops, key=len)
     holes = [lp for lp in loops if lp is not outer]
+    return outer, holes
+
+
+def _trace_canonical_face(canon, canon_faces, outer, rays: _RayGrid):
+    """Where each ray meets the canonical face and how much the face counts there.
+
+    Returns r_face [R,C] (distance along the ray, nan where the ray misses the face),
+    w_face [R,C] (1 inside the face, 0 at its outer border: a 2 cm blend band; 0 where
+    missed) and hit [R,C] bool.
+    """
+    R, C = rays.R, rays.C
+    flat = rays.dirs.reshape(-1, 3)
+    t_face, f_face, b_face = ray_triangle_hits(RAY_ORIGIN, flat, canon[canon_faces])
+    hit = np.isfinite(t_face).reshape(R, C)
     border = _densify_loop(canon, outer)
     dist_border = np.min(np.linalg.norm(canon[:, None] - border[None], axis=-1), axis=1)
     w_vertex = _smoothstep(0.0, 0.02, dist_border)
     w_face = np.where(np.isfinite(t_face), (w_vertex[canon_faces[f_face]] * b_face).sum(-1), 0.0).reshape(R, C)
     r_face = np.where(hit, t_face.reshape(R, C), np.nan)
+    return r_face, w_face, hit
 
-    # holes (eyes, mouth): rays inside a hole polygon miss the canonical mesh; fill smoothly
+
+def _hole_masks(canon, holes, rays: _RayGrid) -> dict:
+    """{"mouth" | "eye_left" | "eye_right": bool [R,C]}: the rays through each hole of the face.
+
+    Rays inside a hole polygon (in (azimuth, polar angle)) miss the canonical mesh.
+    """
     from matplotlib.path import Path as PolyPath
 
-    phi_grid, theta_grid = np.meshgrid(phis, thetas, indexing="ij")
+    phi_grid, theta_grid = np.meshgrid(rays.phis, rays.thetas, indexing="ij")
     grid_pts = np.stack([theta_grid.ravel(), phi_grid.ravel()], -1)
     hole_masks = {}
     for lp in holes:
         ph, th = _angles(canon[lp])
-        inside = PolyPath(np.stack([th, ph], -1)).contains_points(grid_pts).reshape(R, C)
+        inside = PolyPath(np.stack([th, ph], -1)).contains_points(grid_pts).reshape(rays.R, rays.C)
         centre = canon[lp].mean(0)
         name = "mouth" if abs(centre[0]) < 0.01 else ("eye_left" if centre[0] > 0 else "eye_right")
         hole_masks[name] = inside
-    in_hole = np.zeros((R, C), bool)
+    return hole_masks
+
+
+def _blend_face_into_skull(rays: _RayGrid, r_face, w_face, hit, hole_masks) -> np.ndarray:
+    """The filled surface's distance along each ray, r_fill [R,C].
+
+    The skull (``_base_sdf``) outside the face, the canonical face inside it (its holes
+    filled by harmonic interpolation), blended by w_face [R,C]; then softened a little.
+    """
+    r_base = _ray_to_sdf(rays.dirs.reshape(-1, 3), _base_sdf).reshape(rays.R, rays.C)
+    in_hole = np.zeros((rays.R, rays.C), bool)
     for m in hole_masks.values():
         in_hole |= m
     known = hit & ~in_hole
@@ -373,33 +440,56 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     for _ in range(2):
         avg = 0.25 * (np.vstack([r[:1], r[:-1]]) + np.vstack([r[1:], r[-1:]]) + np.roll(r, 1, 1) + np.roll(r, -1, 1))
         r = 0.7 * r + 0.3 * avg
-    r_fill = r
+    return r
 
-    # ---- mouth cut: one row between the inner lip corners
-    i_m = int(np.argmin(np.abs(phis - phi_m)))
-    slit_cols = np.nonzero(np.abs(thetas) < th_corner)[0]  # interior columns of the cut
-    assert len(slit_cols) == n_slit
+
+def _mouth_cut(rays: _RayGrid) -> tuple[int, np.ndarray]:
+    """The mouth cut: the grid row i_m of the mouth line and its columns between the inner corners."""
+    i_m = int(np.argmin(np.abs(rays.phis - rays.phi_mouth)))
+    slit_cols = np.nonzero(np.abs(rays.thetas) < rays.theta_corner)[0]  # interior columns of the cut
+    assert len(slit_cols) == rays.n_slit
+    return i_m, slit_cols
+
+
+def _curl_lips(r_fill, i_m, slit_cols) -> np.ndarray:
+    """r_skin [R,C]: r_fill with the lips curling in where they meet (along the cut)."""
     r_skin = r_fill.copy()
-    r_skin[i_m, slit_cols] -= 0.0025  # the lips curl in where they meet
+    r_skin[i_m, slit_cols] -= 0.0025
     for di in (-1, 1):
         r_skin[i_m + di, slit_cols] -= 0.0008
+    return r_skin
 
-    # ---- eyeballs, and the recessed skin behind them
+
+@dataclass
+class _Eye:
+    mask: np.ndarray     # [R,C] bool: the rays through the eye opening
+    centre: np.ndarray   # [3] the eyeball's centre
+
+
+def _place_eyes(canon, holes, hole_masks, rays: _RayGrid, r_fill) -> dict:
+    """{"eye_left", "eye_right": _Eye}: each eyeball's front 1 mm behind the filled opening's centre."""
     eyes = {}
     for name, sign in (("eye_left", 1.0), ("eye_right", -1.0)):
-        mask = hole_masks.get(name, np.zeros((R, C), bool))
+        mask = hole_masks.get(name, np.zeros((rays.R, rays.C), bool))
         lp = next(lp for lp in holes if np.sign(canon[lp].mean(0)[0]) == sign and abs(canon[lp].mean(0)[0]) > 0.01)
         ring = canon[lp]
-        ctr_dir = ring.mean(0) - o
+        ctr_dir = ring.mean(0) - RAY_ORIGIN
         ctr_dir /= np.linalg.norm(ctr_dir)
         ph_c, th_c = _angles(ring.mean(0))
         # fill surface at the opening's centre: interpolate the filled radius at its angles
-        r_c = _interp_grid(r_fill, phis, thetas, ph_c, th_c)
-        apex = o + r_c * ctr_dir - np.array([0.0, 0.0, 0.001])
-        centre = apex - np.array([0.0, 0.0, EYEBALL_RADIUS])
-        eyes[name] = dict(mask=mask, centre=centre)
+        r_c = _interp_grid(r_fill, rays.phis, rays.thetas, ph_c, th_c)
+        apex = RAY_ORIGIN + r_c * ctr_dir - np.array([0.0, 0.0, 0.001])
+        eyes[name] = _Eye(mask=mask, centre=apex - np.array([0.0, 0.0, EYEBALL_RADIUS]))
+    return eyes
+
+
+def _recess_eye_openings(r_skin, eyes: dict, rays: _RayGrid, r_fill) -> np.ndarray:
+    """r_skin [R,C] with the skin in each eye opening pushed behind the eyeball's front."""
+    o = RAY_ORIGIN
+    for eye in eyes.values():
+        mask, centre = eye.mask, eye.centre
         if mask.any():
-            d = dirs[mask]
+            d = rays.dirs[mask]
             # where the ray crosses the eyeball's front, put the skin 3 mm inside it; elsewhere 4 mm back
             oc = o - centre
             bq = (d * oc).sum(-1)
@@ -407,17 +497,37 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
             t_front = -bq + np.sqrt(np.maximum(disc, 0))
             recessed = np.where(disc > 0, t_front - 0.003, r_fill[mask] - 0.004)
             r_skin[mask] = np.minimum(r_skin[mask], recessed)
+    return r_skin
 
-    # ---- skin vertices and faces
-    grid = o + r_skin[..., None] * dirs  # [R,C,3]
+
+def _skin_vertices(rays: _RayGrid, r_skin, i_m, slit_cols):
+    """Skin vertices and the grid's vertex numbering.
+
+    Returns skin [1 + R*C + n_slit (+1), 3] (the top pole, the grid row by row, the
+    doubled lower-lip copies of the cut, the neck's centre if it is closed), index
+    [R,C] (vertex of each grid point) and lower_index [R,C] (the same, but the cut's
+    lower copies: the row of the cut as the triangles below it see it).
+    """
+    R, C, o = rays.R, rays.C, RAY_ORIGIN
+    points = o + r_skin[..., None] * rays.dirs  # [R,C,3]
     top = o + _ray_to_sdf(np.array([[0.0, 1.0, 0.0]]), _base_sdf)[0] * np.array([0.0, 1.0, 0.0])
     index = 1 + np.arange(R * C).reshape(R, C)
     lower_index = index.copy()  # the row of the cut seen from below uses the doubled vertices
     n_grid = 1 + R * C
     lower_index[i_m, slit_cols] = n_grid + np.arange(len(slit_cols))
-    skin = np.concatenate([top[None], grid.reshape(-1, 3), grid[i_m, slit_cols]])
-    if neck_cap:
-        skin = np.concatenate([skin, grid[R - 1].mean(0, keepdims=True)])
+    skin = np.concatenate([top[None], points.reshape(-1, 3), points[i_m, slit_cols]])
+    if rays.neck_cap:
+        skin = np.concatenate([skin, points[R - 1].mean(0, keepdims=True)])
+    return skin, index, lower_index
+
+
+def _skin_triangles(skin, index, lower_index, i_m, neck_cap) -> np.ndarray:
+    """Triangles [F,3] of the skin grid, oriented outward and left-right symmetric.
+
+    A fan around the top pole, two triangles per grid quad (the quads under the
+    mouth cut start from its lower copies), a fan closing the neck if neck_cap.
+    """
+    R, C = index.shape
     faces = []
     for j in range(C):  # fan around the top pole
         faces.append((0, index[0, j], index[0, (j + 1) % C]))
@@ -438,34 +548,66 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     # orient outward (normals away from the ray origin)
     tri = skin[faces]
     n_f = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    flip = (n_f * (tri.mean(1) - o)).sum(-1) < 0
+    flip = (n_f * (tri.mean(1) - RAY_ORIGIN)).sum(-1) < 0
     faces[flip] = faces[flip][:, [0, 2, 1]]
-    n_skin_v = len(skin)
+    return faces
 
-    # ---- eyeball meshes (left eye first, as FLAME's joint order)
+
+def _add_eyeball_meshes(skin, skin_faces, eyes: dict, n_eye: int):
+    """Append the two eyeball spheres (left first, as FLAME's joint order) to the skin.
+
+    Returns v_template [V,3], faces [F,3] and eye_slices {"eye_left", "eye_right": slice
+    of their vertices}.
+    """
     verts = [skin]
-    all_faces = [faces]
+    all_faces = [skin_faces]
     eye_slices = {}
-    start = n_skin_v
+    start = len(skin)
     pts, f_e = _sphere_mesh(n_eye)
     for name, mirror in (("eye_left", False), ("eye_right", True)):
         # the right eyeball is the left one mirrored (x -> -x, triangles flipped to stay outward)
         p = pts * np.array([-1.0, 1.0, 1.0]) if mirror else pts
-        verts.append(eyes[name]["centre"] + EYEBALL_RADIUS * p)
+        verts.append(eyes[name].centre + EYEBALL_RADIUS * p)
         all_faces.append((f_e[:, [0, 2, 1]] if mirror else f_e) + start)
         eye_slices[name] = slice(start, start + n_eye)
         start += n_eye
-    v_template = np.concatenate(verts)
-    f_all = np.concatenate(all_faces)
-    V = len(v_template)
-    assert V == n_vertices, (V, n_vertices)
+    return np.concatenate(verts), np.concatenate(all_faces), eye_slices
 
-    # ---- per-vertex bookkeeping
+
+@dataclass
+class _Geometry:
+    """The neutral head and how its vertices were made, for the rigging steps (V vertices)."""
+
+    v: np.ndarray            # [V,3] template vertices
+    n: np.ndarray            # [V,3] vertex normals
+    skin: np.ndarray         # [V] bool: skin (not an eyeball)
+    eye_slices: dict         # {"eye_left", "eye_right": slice of the eyeball's vertices}
+    eyes: dict               # {"eye_left", "eye_right": _Eye}
+    canon: np.ndarray        # [468,3] the canonical face (landmark positions)
+    lip_side: np.ndarray     # [V] +1 above the mouth cut, -1 below, 0 elsewhere
+    row: np.ndarray          # [V] grid row of each skin vertex (-1: top pole and eyeballs, R: neck cap)
+    i_m: int                 # grid row of the mouth cut
+    slit_cols: np.ndarray    # [n_slit] grid columns of the cut
+    index: np.ndarray        # [R,C] vertex of each grid point
+    lower_index: np.ndarray  # [R,C] the same with the cut's lower-lip copies
+    phis: np.ndarray         # [R] polar angles of the grid rows
+    thetas: np.ndarray       # [C] azimuths of the grid columns
+    r_fill: np.ndarray       # [R,C] the filled surface's distance along each ray (eye openings closed)
+    R: int                   # grid rows
+    w: np.ndarray | None = None  # [V,5] skinning weights, once ``_skinning`` made them
+
+
+def _label_vertices(v_template, faces, n_skin_v, eye_slices, eyes, canon, rays: _RayGrid, r_fill, index,
+                    lower_index, i_m, slit_cols) -> _Geometry:
+    """The per-vertex bookkeeping of the template: grid rows, skin mask, lip sides, normals."""
+    R, C = rays.R, rays.C
+    V = len(v_template)
+    n_grid = 1 + R * C
     row_of = np.full(V, -1)  # grid row of every skin vertex (-1: top pole and eyeballs, R: neck cap)
     row_of[index.ravel()] = np.repeat(np.arange(R), C)
-    cut = slice(n_grid, n_grid + n_slit)  # the doubled (lower-lip) vertices of the cut
+    cut = slice(n_grid, n_grid + rays.n_slit)  # the doubled (lower-lip) vertices of the cut
     row_of[cut] = i_m
-    if neck_cap:
+    if rays.neck_cap:
         row_of[n_skin_v - 1] = R
     is_skin = np.zeros(V, bool)
     is_skin[:n_skin_v] = True
@@ -473,29 +615,34 @@ def make_synthetic_head(seed: int = 0, n_vertices: int = 5023, n_shape: int = 30
     lip_side[:n_skin_v] = np.where(row_of[:n_skin_v] < i_m, 1.0, np.where(row_of[:n_skin_v] > i_m, -1.0, 0.0))
     lip_side[index[i_m, slit_cols]] = 1.0
     lip_side[cut] = -1.0
-    normals = vertex_normals(torch.from_numpy(v_template)[None], torch.from_numpy(f_all))[0].numpy()
-    geo = dict(v=v_template, n=normals, skin=is_skin, eye_slices=eye_slices, eyes=eyes, canon=canon,
-               lip_side=lip_side, row=row_of, i_m=i_m, slit_cols=slit_cols, index=index,
-               lower_index=lower_index, phis=phis, thetas=thetas, r_fill=r_fill, R=R)
+    normals = vertex_normals(torch.from_numpy(v_template)[None], torch.from_numpy(faces))[0].numpy()
+    return _Geometry(v=v_template, n=normals, skin=is_skin, eye_slices=eye_slices, eyes=eyes, canon=canon,
+                     lip_side=lip_side, row=row_of, i_m=i_m, slit_cols=slit_cols, index=index,
+                     lower_index=lower_index, phis=rays.phis, thetas=rays.thetas, r_fill=r_fill, R=R)
 
+
+def _rig(geo: _Geometry, faces, n_shape: int, n_expression: int, rng: np.random.Generator, seed: int) -> dict:
+    """Skinning, pose correctives, shape and expression bases, landmarks and parts of the
+    template: ``make_synthetic_head``'s dict (the seed only names the version)."""
     weights, J_regressor = _skinning(geo)
-    geo["w"] = weights
+    geo.w = weights
     posedirs = _pose_correctives(geo)
     shapedirs = np.concatenate([_shape_basis(geo, n_shape, rng), _expression_basis(geo, n_expression, rng)], -1)
     # drop the far tails of the smooth bumps (below a micrometre): exact zeros keep the file small
     shapedirs[np.abs(shapedirs) < 1e-6] = 0.0
     posedirs[np.abs(posedirs) < 1e-6] = 0.0
-    landmarks = _landmark_embedding(geo, f_all)
+    landmarks = _landmark_embedding(geo, faces)
     parts = _parts(geo)
     kintree = np.array([[2**32 - 1, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64)
     return {
-        "v_template": v_template, "shapedirs": shapedirs, "posedirs": posedirs, "J_regressor": J_regressor,
-        "kintree_table": kintree, "weights": weights, "f": f_all, "n_shape_basis": n_shape,
+        "v_template": geo.v, "shapedirs": shapedirs, "posedirs": posedirs, "J_regressor": J_regressor,
+        "kintree_table": kintree, "weights": weights, "f": faces, "n_shape_basis": n_shape,
         "version": f"synthetic-seed{seed}", "landmarks": landmarks, "parts": parts,
     }
 
 
 def _densify_loop(points, loop, per_edge=6):
+    """Points [len(loop)*per_edge, 3] spaced along the closed loop of points[loop]."""
     p = points[loop]
     q = np.roll(p, -1, 0)
     t = np.linspace(0, 1, per_edge, endpoint=False)[None, :, None]
@@ -530,11 +677,11 @@ def _joint_cluster(v, candidates, target, k=12):
 
 def _skinning(geo):
     """Linear blend skinning weights [V,5] and joint regressor [5,V] (root, neck, jaw, eye_l, eye_r)."""
-    v, skin, canon = geo["v"], geo["skin"], geo["canon"]
+    v, skin, canon = geo.v, geo.skin, geo.canon
     V = len(v)
     skin_idx = np.nonzero(skin)[0]
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
-    i_m, slit_cols, index = geo["i_m"], geo["slit_cols"], geo["index"]
+    i_m, slit_cols, index = geo.i_m, geo.slit_cols, geo.index
 
     # jaw: below a line from the mouth cut back to the jaw hinge, above the neck, in front of the ears
     cut = v[index[i_m, slit_cols]]
@@ -551,9 +698,9 @@ def _skinning(geo):
     jaw_back = _smoothstep(z_hinge - 0.025, z_hinge + 0.01, z)
     w_jaw = jaw_top * jaw_bottom * jaw_back
     # the lips: exact 0 above the cut and 1 below it between the corners
-    near_mouth = skin & (np.abs(x) < x_corner) & (geo["row"] >= i_m - 2) & (geo["row"] <= i_m + 3)
-    w_jaw = np.where(near_mouth & (geo["lip_side"] > 0), 0.0, w_jaw)
-    w_jaw = np.where(near_mouth & (geo["lip_side"] < 0), 1.0, w_jaw)
+    near_mouth = skin & (np.abs(x) < x_corner) & (geo.row >= i_m - 2) & (geo.row <= i_m + 3)
+    w_jaw = np.where(near_mouth & (geo.lip_side > 0), 0.0, w_jaw)
+    w_jaw = np.where(near_mouth & (geo.lip_side < 0), 1.0, w_jaw)
     w_jaw[~skin] = 0.0
 
     head_part = _smoothstep(-0.15, -0.08, y)  # the neck joint carries the head, the root the neck base
@@ -562,27 +709,27 @@ def _skinning(geo):
     W[:, 1] = (1 - w_jaw) * head_part
     W[:, 0] = (1 - w_jaw) * (1 - head_part)
     for j, name in ((3, "eye_left"), (4, "eye_right")):
-        sl = geo["eye_slices"][name]
+        sl = geo.eye_slices[name]
         W[sl] = 0.0
         W[sl, j] = 1.0
 
     # joint regressor: each joint is a mean of vertices around it (like FLAME's sparse regressor)
     J = np.zeros((5, V))
-    bottom_row = index[geo["R"] - 1]
+    bottom_row = index[geo.R - 1]
     J[0, bottom_row] = 1.0 / len(bottom_row)
     neck = _joint_cluster(v, skin_idx, np.array([0.057, -0.045, -0.035]))
     J[1, neck] = 1.0 / len(neck)
     jaw = _joint_cluster(v, skin_idx, np.array([0.070, y_hinge, z_hinge]))
     J[2, jaw] = 1.0 / len(jaw)
     for j, name in ((3, "eye_left"), (4, "eye_right")):
-        sl = geo["eye_slices"][name]
+        sl = geo.eye_slices[name]
         J[j, sl] = 1.0 / (sl.stop - sl.start)
     return W, J
 
 
 def _pose_correctives(geo):
     """posedirs [V,3,36]: small skin corrections driven by (R - I) of neck, jaw and eyes."""
-    v, n, w = geo["v"], geo["n"], geo["w"]
+    v, n, w = geo.v, geo.n, geo.w
     V = len(v)
     P = np.zeros((V, 3, 36))
     # neck (features 0..8): the skin of the neck bulges on the side it bends towards
@@ -597,7 +744,7 @@ def _pose_correctives(geo):
     P[:, :, 3] -= tilt
     P[:, :, 1] += tilt
     # jaw (features 9..17): opening hollows the cheeks and bunches the skin under the chin
-    jaw_band = 4 * w[:, 2] * (1 - w[:, 2]) * geo["skin"]
+    jaw_band = 4 * w[:, 2] * (1 - w[:, 2]) * geo.skin
     under = jaw_band * (v[:, 1] < -0.06)
     cheeks = jaw_band * (v[:, 1] >= -0.06)
     open_dir = (-0.008 * cheeks + 0.006 * under)[:, None] * n
@@ -612,18 +759,18 @@ def _pose_correctives(geo):
 
 def _eyeball_follow(geo, disp):
     """Eyeballs move rigidly with the skin around their socket (mean displacement of the rim)."""
-    v = geo["v"]
-    for name, eye in geo["eyes"].items():
-        sl = geo["eye_slices"][name]
-        d = np.linalg.norm(v - eye["centre"], axis=-1)
-        rim = geo["skin"] & (d < 0.024) & (d > 0.014)
+    v = geo.v
+    for name, eye in geo.eyes.items():
+        sl = geo.eye_slices[name]
+        d = np.linalg.norm(v - eye.centre, axis=-1)
+        rim = geo.skin & (d < 0.024) & (d > 0.014)
         disp[sl] = disp[rim].mean(0) if rim.any() else 0.0
     return disp
 
 
 def _random_field(geo, rng, amplitude, region=None, symmetric=True, bumps=4):
     """A smooth random displacement field [V,3] of a few Gaussian bumps on the skin."""
-    v, n, skin = geo["v"], geo["n"], geo["skin"]
+    v, n, skin = geo.v, geo.n, geo.skin
     cand = np.nonzero(skin if region is None else skin & (region > 0.5))[0]
     disp = np.zeros_like(v)
     for _ in range(bumps):
@@ -645,11 +792,11 @@ def _random_field(geo, rng, amplitude, region=None, symmetric=True, bumps=4):
 
 def _shape_basis(geo, n_shape, rng):
     """[V,3,n_shape]: named identity variations, then random smooth symmetric fields."""
-    v, n, canon, skin = geo["v"], geo["n"], geo["canon"], geo["skin"]
+    v, n, canon, skin = geo.v, geo.n, geo.canon, geo.skin
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
     V = len(v)
     zero = np.zeros(V)
-    eye_l, eye_r = geo["eyes"]["eye_left"]["centre"], geo["eyes"]["eye_right"]["centre"]
+    eye_l, eye_r = geo.eyes["eye_left"].centre, geo.eyes["eye_right"].centre
     mouth = 0.5 * (canon[13] + canon[14])
     lips = _gauss(v, mouth, (0.028, 0.012, 0.03))
     ears = _gauss(v, np.array([0.08, 0.004, -0.047]), 0.02) + _gauss(v, np.array([-0.08, 0.004, -0.047]), 0.02)
@@ -688,9 +835,9 @@ def _shape_basis(geo, n_shape, rng):
 
 def _blink(geo, eye_name):
     """Displacement [V,3] closing one eye: the upper lid comes down over the eyeball."""
-    v, phis = geo["v"], geo["phis"]
-    r_fill, index, R = geo["r_fill"], geo["index"], geo["R"]
-    mask = geo["eyes"][eye_name]["mask"]
+    v, phis = geo.v, geo.phis
+    r_fill, index, R = geo.r_fill, geo.index, geo.R
+    mask = geo.eyes[eye_name].mask
     disp = np.zeros_like(v)
     for j in np.nonzero(mask.any(0))[0]:
         rows = np.nonzero(mask[:, j])[0]
@@ -703,22 +850,22 @@ def _blink(geo, eye_name):
         for k, i in enumerate(moving):
             phi_t = phi_top + (phi_close - phi_top) * k / max(len(moving) - 1, 1) if len(moving) > 1 else phi_close
             r_t = np.interp(phi_t, phis, r_fill[:, j]) + 0.0015
-            d = _directions(phi_t, geo["thetas"][j])
+            d = _directions(phi_t, geo.thetas[j])
             disp[index[i, j]] = RAY_ORIGIN + r_t * d - v[index[i, j]]
         for i, f in ((u - 1, 0.35), (u - 2, 0.1)):  # the skin above follows a little
             if i >= 0:
                 disp[index[i, j]] = f * disp[index[u, j]]
         phi_l = phis[low] - 0.2 * (phis[low] - phis[u]) * 0.5
         r_l = np.interp(phi_l, phis, r_fill[:, j])
-        disp[index[low, j]] = RAY_ORIGIN + r_l * _directions(phi_l, geo["thetas"][j]) - v[index[low, j]]
+        disp[index[low, j]] = RAY_ORIGIN + r_l * _directions(phi_l, geo.thetas[j]) - v[index[low, j]]
     return disp
 
 
 def _expression_basis(geo, n_expression, rng):
     """[V,3,n_expression]: named expressions (``EXPRESSIONS``), then small random face fields."""
-    v, n, canon, skin, w = geo["v"], geo["n"], geo["canon"], geo["skin"], geo["w"]
+    v, n, canon, skin, w = geo.v, geo.n, geo.canon, geo.skin, geo.w
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
-    lip_side = geo["lip_side"]
+    lip_side = geo.lip_side
     mouth = 0.5 * (canon[13] + canon[14])
     g_mouth = _gauss(v, mouth, (0.02, 0.012, 0.025))
     g_lips = _gauss(v, mouth, (0.026, 0.010, 0.03))
@@ -790,8 +937,8 @@ def _bary_on_edge(faces, f, a, b, t):
 
 def _landmark_embedding(geo, faces):
     """MediaPipe face-mesh landmarks (all 478) as face index + barycentric coordinates."""
-    v, canon, o = geo["v"], geo["canon"], RAY_ORIGIN
-    skin_faces = np.nonzero(geo["skin"][faces].all(1))[0]
+    v, canon, o = geo.v, geo.canon, RAY_ORIGIN
+    skin_faces = np.nonzero(geo.skin[faces].all(1))[0]
     face_idx, bary, ids = [], [], []
     # the 468 mesh landmarks: cast from the ray origin through the canonical point
     dirs = canon - o
@@ -803,7 +950,7 @@ def _landmark_embedding(geo, faces):
             bary.append(b[i])
             ids.append(i)
     # inner lips: exactly on the cut, on the side of their lip; corners on the corner vertices
-    i_m, cols, index, lower_index, thetas = geo["i_m"], geo["slit_cols"], geo["index"], geo["lower_index"], geo["thetas"]
+    i_m, cols, index, lower_index, thetas = geo.i_m, geo.slit_cols, geo.index, geo.lower_index, geo.thetas
     span = np.arange(cols[0] - 1, cols[-1] + 2)
     for lmks, rows, other_row in ((LIP_INNER_UPPER, index, i_m - 1), (LIP_INNER_LOWER, lower_index, i_m + 1)):
         for lm in lmks:
@@ -812,7 +959,7 @@ def _landmark_embedding(geo, faces):
             j0, j1 = span[k], span[k + 1]
             tt = float(np.clip((th - thetas[j0]) / (thetas[j1] - thetas[j0]), 0, 1))
             a, bb = rows[i_m, j0], rows[i_m, j1]
-            cand = [fi for fi in _faces_with(faces, a, bb) if (geo["row"][faces[fi]] == other_row).any()]
+            cand = [fi for fi in _faces_with(faces, a, bb) if (geo.row[faces[fi]] == other_row).any()]
             fi = cand[0]
             pos = ids.index(lm)
             face_idx[pos], bary[pos] = fi, _bary_on_edge(faces, fi, a, bb, tt)
@@ -826,9 +973,9 @@ def _landmark_embedding(geo, faces):
     offsets = [np.array([0, 0, 1.0])] + [np.array([sx * math.sin(alpha), sy * math.sin(alpha), math.cos(alpha)])
                                           for sx, sy in ((1, 0), (0, 1), (-1, 0), (0, -1))]
     for name, lmks in (("eye_right", RIGHT_IRIS), ("eye_left", LEFT_IRIS)):
-        sl = geo["eye_slices"][name]
+        sl = geo.eye_slices[name]
         eye_faces = np.nonzero(((faces >= sl.start) & (faces < sl.stop)).all(1))[0]
-        centre = geo["eyes"][name]["centre"]
+        centre = geo.eyes[name].centre
         t, f, b = ray_triangle_hits(centre, np.array(offsets), v[faces[eye_faces]])
         for lm, fi, bi in zip(lmks, f, b):
             face_idx.append(eye_faces[fi])
@@ -848,7 +995,7 @@ def _parts(geo):
     """Boolean vertex masks naming regions, for colouring renders of the synthetic head."""
     from matplotlib.path import Path as PolyPath
 
-    v, canon, skin = geo["v"], geo["canon"], geo["skin"]
+    v, canon, skin = geo.v, geo.canon, geo.skin
     V = len(v)
     parts = {"skin": skin.copy()}
     ph, th = _angles(v)
@@ -860,8 +1007,8 @@ def _parts(geo):
 
     lips = inside(LIPS_OUTER)
     parts["lips"] = lips
-    parts["upper_lip"] = lips & (geo["lip_side"] > 0)
-    parts["lower_lip"] = lips & (geo["lip_side"] < 0)
+    parts["upper_lip"] = lips & (geo.lip_side > 0)
+    parts["lower_lip"] = lips & (geo.lip_side < 0)
     brows = np.zeros(V, bool)
     for loop in (BROW_RIGHT, BROW_LEFT):
         brows |= inside(loop)
@@ -869,16 +1016,16 @@ def _parts(geo):
     cos_iris = math.cos(math.asin(IRIS_RADIUS / EYEBALL_RADIUS))
     cos_pupil = math.cos(math.asin(0.45 * IRIS_RADIUS / EYEBALL_RADIUS))
     for name, side in (("eye_left", "left"), ("eye_right", "right")):
-        sl = geo["eye_slices"][name]
+        sl = geo.eye_slices[name]
         m = np.zeros(V, bool)
         m[sl] = True
         parts[f"eyeball_{side}"] = m
         front = np.zeros(V)
-        front[sl] = (v[sl] - geo["eyes"][name]["centre"])[:, 2] / EYEBALL_RADIUS
+        front[sl] = (v[sl] - geo.eyes[name].centre)[:, 2] / EYEBALL_RADIUS
         parts[f"iris_{side}"] = m & (front > cos_iris)
         parts[f"pupil_{side}"] = m & (front > cos_pupil)
     parts["neck_cap"] = np.zeros(V, bool)  # the centre of the disk closing the neck, if there is one
-    parts["neck_cap"][: len(geo["skin"])] = geo["row"] == geo["R"]
+    parts["neck_cap"][: len(geo.skin)] = geo.row == geo.R
     parts["ears"] = skin & (np.abs(v[:, 0]) > 0.068) & (np.abs(v[:, 1] - 0.004) < 0.035) & (np.abs(v[:, 2] + 0.047) < 0.025)
     parts["neck"] = skin & (v[:, 1] < -0.1) & (v[:, 2] < 0.03)
     # hair: the scalp above the forehead and behind the ears
@@ -887,7 +1034,7 @@ def _parts(geo):
 
 
 # ---------------------------------------------------------------------------
-# the head model object, the bundled file, and a contact sheet to look at
+# the head model object and the bundled file
 
 
 def synthetic_head_model(seed: int = 0, n_vertices: int = 5023, n_shape: int = 300, n_expression: int = 100):
@@ -916,165 +1063,15 @@ def save_synthetic_head(path: str | Path = BUNDLED_PATH, seed: int = BUNDLED_SEE
     return Path(path)
 
 
-def load_parts(path: str | Path = BUNDLED_PATH) -> dict:
-    """Part masks ({name: bool [V]}) stored with a synthetic head file (empty for FLAME files)."""
-    with np.load(path) as z:
-        return {k[5:]: z[k].astype(bool) for k in z.files if k.startswith("part_")}
+def main() -> None:
+    """Regenerate the bundled head and its picture in docs/images."""
+    from gagavatar.tools.head_preview import DOCS_IMAGE, contact_sheet
 
-
-PART_COLORS = {  # albedo for renders of the synthetic head, in painting order
-    "skin": (0.86, 0.66, 0.55), "scalp": (0.30, 0.22, 0.16), "neck": (0.82, 0.62, 0.52),
-    "ears": (0.84, 0.62, 0.52), "eyebrows": (0.28, 0.20, 0.14), "lips": (0.74, 0.38, 0.38),
-    "eyeball_left": (0.95, 0.95, 0.93), "eyeball_right": (0.95, 0.95, 0.93),
-    "iris_left": (0.25, 0.42, 0.55), "iris_right": (0.25, 0.42, 0.55),
-    "pupil_left": (0.03, 0.03, 0.03), "pupil_right": (0.03, 0.03, 0.03),
-}
-
-
-def part_colors(parts: dict, n_vertices: int) -> np.ndarray:
-    """Per-vertex albedo [V,3] from part masks (``PART_COLORS``); grey where no part is named."""
-    colors = np.full((n_vertices, 3), 0.7)
-    for name, rgb in PART_COLORS.items():
-        if name in parts:
-            colors[parts[name]] = rgb
-    return colors
-
-
-def _matrix_to_quat(R):
-    """Rotation matrices [...,3,3] -> quaternions [...,4] (w, x, y, z)."""
-    w = torch.sqrt(torch.clamp(1 + R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2], min=1e-12)) / 2
-    x = torch.sqrt(torch.clamp(1 + R[..., 0, 0] - R[..., 1, 1] - R[..., 2, 2], min=0)) / 2
-    y = torch.sqrt(torch.clamp(1 - R[..., 0, 0] + R[..., 1, 1] - R[..., 2, 2], min=0)) / 2
-    z = torch.sqrt(torch.clamp(1 - R[..., 0, 0] - R[..., 1, 1] + R[..., 2, 2], min=0)) / 2
-    x = torch.copysign(x, R[..., 2, 1] - R[..., 1, 2])
-    y = torch.copysign(y, R[..., 0, 2] - R[..., 2, 0])
-    z = torch.copysign(z, R[..., 1, 0] - R[..., 0, 1])
-    return torch.stack([w, x, y, z], -1)
-
-
-def surface_gaussians(vertices, faces, vertex_colors=None, light=(0.35, 0.45, 1.0), thickness=0.15):
-    """Flat Gaussians covering a mesh, one per triangle, shaded by a directional light.
-
-    vertices [B,V,3], faces [F,3], vertex_colors [V,3] or None (grey). Returns
-    means [B,F,3], quats [B,F,4] (wxyz), scales [B,F,3], opacities [B,F], colors [B,F,3].
-    """
-    tri = vertices[:, faces]  # [B,F,3,3]
-    centre = tri.mean(2)
-    e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
-    n = torch.linalg.cross(e1, e2, dim=-1)
-    area = 0.5 * n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    # in-plane axes and spreads from the triangle's covariance (uniform density: sum d d^T / 12)
-    d = tri - centre[:, :, None]
-    cov = (d[..., :, None] * d[..., None, :]).sum(2) / 12
-    evals, evecs = torch.linalg.eigh(cov)  # ascending: the smallest is the normal direction
-    R = evecs.flip(-1)  # columns: major, minor, normal
-    R = torch.cat([R[..., :2], torch.linalg.cross(R[..., 0], R[..., 1], dim=-1)[..., None]], -1)
-    spread = 2.0 * evals.flip(-1)[..., :2].clamp_min(0).sqrt()
-    scales = torch.cat([spread, spread[..., 1:2] * thickness], -1)
-    n = n / (2 * area)
-    if vertex_colors is None:
-        albedo = torch.full_like(tri[:, :, 0], 0.75)
-    else:
-        vc = torch.as_tensor(vertex_colors, dtype=vertices.dtype, device=vertices.device)
-        albedo = vc[faces].mean(1)[None].expand(vertices.shape[0], -1, -1)
-    # shade with interpolated vertex normals (smooth), oriented like the face
-    sn = torch.nn.functional.normalize(vertex_normals(vertices, faces)[:, faces].mean(2), dim=-1)
-    ld = torch.nn.functional.normalize(torch.tensor(light, dtype=vertices.dtype, device=vertices.device), dim=0)
-    shade = 0.25 + 0.75 * (sn @ ld).clamp_min(0)[..., None]
-    opac = torch.full(n.shape[:2], 0.95, dtype=vertices.dtype, device=vertices.device)
-    return centre, _matrix_to_quat(R), scales, opac, albedo * shade
-
-
-CONTACT_EXPRESSIONS = ("neutral", "jaw open", "smile", "pucker + brows", "blink + look left")
-
-
-def contact_expression_params(model, which: str):
-    """(expression [1,E], jaw_pose [1,3], eye_pose [1,6]) of a ``CONTACT_EXPRESSIONS`` entry."""
-    E = model.n_expression
-    e, jaw, eye = torch.zeros(1, E), torch.zeros(1, 3), torch.zeros(1, 6)
-    col = {name: i for i, name in enumerate(EXPRESSIONS)}
-    if which == "jaw open":
-        jaw[0, 0] = 0.35
-        e[0, col["mouth_open"]] = 0.5
-    elif which == "smile":
-        e[0, col["smile"]] = 1.0
-        e[0, col["cheek_puff"]] = 0.2
-    elif which == "pucker + brows":
-        e[0, col["pucker"]] = 1.0
-        e[0, col["brow_raise"]] = 1.0
-    elif which == "blink + look left":
-        e[0, col["blink_left"]] = 1.0
-        eye[0, 1] = eye[0, 4] = 0.45  # both eyes turn towards +x (the subject's left)
-    elif which != "neutral":
-        raise ValueError(f"unknown contact-sheet expression {which!r}; choose from {CONTACT_EXPRESSIONS}")
-    return e, jaw, eye
-
-
-def render_head(model, vertices, yaw_degrees, size=160, vertex_colors=None, focal=5.2, distance=1.0,
-                faces=None):
-    """Render vertices [B,V,3] (model units) as surface Gaussians from one yaw angle.
-
-    ``faces`` [F,3] defaults to the model's triangles. Returns (image [B,3,H,W],
-    alpha [B,1,H,W]); the camera looks at (0, -0.02, 0).
-    """
-    from gagavatar.geometry import Camera
-    from gagavatar.render.rasterize import rasterize
-
-    B = vertices.shape[0]
-    a = math.radians(yaw_degrees)
-    target = torch.tensor([[0.0, -0.02, 0.0]])
-    eye = target + distance * torch.tensor([[math.sin(a), 0.05, math.cos(a)]])
-    cam = Camera.look_at(eye, target, size=size, focal=focal)
-    faces = model.faces if faces is None else faces
-    means, quats, scales, opac, colors = surface_gaussians(vertices.float(), faces, vertex_colors)
-    out = rasterize(means, quats, scales, opac, colors, cam.viewmat.expand(B, 4, 4), cam.K.expand(B, 3, 3),
-                    size, size, background=torch.ones(3) * 0.0)
-    return out.image.clamp(0, 1), out.alpha
-
-
-def visible_faces(faces, parts: dict | None):
-    """Triangles to draw: all but the fan closing the neck (sliver triangles seen edge-on)."""
-    if not parts or "neck_cap" not in parts or not parts["neck_cap"].any():
-        return faces
-    cap = torch.as_tensor(np.nonzero(parts["neck_cap"])[0], device=faces.device)
-    return faces[~torch.isin(faces, cap).any(1)]
-
-
-def contact_sheet(model=None, path: str | Path | None = None, yaws=(-60, -30, 0, 30, 60),
-                  expressions=CONTACT_EXPRESSIONS, size: int = 160, vertex_colors=None,
-                  parts: dict | None = None) -> np.ndarray:
-    """Grid of renders: rows = ``expressions``, columns = camera ``yaws`` (degrees).
-
-    ``model`` defaults to ``HeadModel.default()``, coloured by its part masks;
-    ``parts`` (``load_parts()``) colour another synthetic head. Returns the sheet as
-    uint8 [H,W,3] and writes it as PNG when ``path`` is given.
-    """
-    from PIL import Image
-
-    from gagavatar.head import DEFAULT_HEAD_PATH, HeadModel
-
-    if model is None:
-        model = HeadModel.default()
-        parts = load_parts(DEFAULT_HEAD_PATH) if parts is None else parts
-    if vertex_colors is None and parts:
-        vertex_colors = part_colors(parts, model.n_vertices)
-    faces = visible_faces(model.faces, parts)
-    with torch.no_grad():
-        params = [contact_expression_params(model, which) for which in expressions]
-        e, jaw, eye = (torch.cat(p, 0) for p in zip(*params))
-        verts = model(torch.zeros(1, model.n_shape), e, jaw_pose=jaw, eye_pose=eye)
-        columns = [render_head(model, verts, yaw, size, vertex_colors, faces=faces)[0] for yaw in yaws]
-    sheet = torch.cat([torch.cat(list(col), -2) for col in columns], -1)  # rows: expressions, columns: views
-    sheet = (sheet.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(sheet).save(path)
-    return sheet
-
-
-if __name__ == "__main__":  # python -m gagavatar.synthetic.head: regenerate the bundled head + picture
     out = save_synthetic_head()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-    img = Path(__file__).resolve().parents[2] / "docs" / "images" / "synthetic_head.png"
-    contact_sheet(path=img)
-    print(f"wrote {img}")
+    contact_sheet(path=DOCS_IMAGE)
+    print(f"wrote {DOCS_IMAGE}")
+
+
+if __name__ == "__main__":  # python -m gagavatar.tools.build_head
+    main()
