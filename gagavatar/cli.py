@@ -379,6 +379,34 @@ def evaluate(
     typer.echo(f"wrote {out}/report.md, {out}/metrics.json, {out}/grid.png")
 
 
+@app.command()
+def doctor(
+    checkpoint: str = typer.Option(None, help="a checkpoint file to identify (e.g. your GAGAvatar.pt download)"),
+    head_model: str = typer.Option(None, help="a head model file to identify (generic_model.pkl, "
+                                              "FLAME_with_eye.pt, .npz)"),
+    landmark_embedding: str = typer.Option(None, help="a landmark embedding to check against --head-model"),
+):
+    """What this install can do, and why not where it cannot: one line per check.
+
+    Checks torch and the device, gsplat (a tiny render on CUDA), mediapipe
+    0.10.14 and the model files the tracker uses, and the default checkpoint
+    and head model. Files you name are identified: the released GAGAvatar.pt
+    (size and SHA-256), a truncated download, another checkpoint (which one),
+    a FLAME version, a landmark embedding that fits the mesh or not.
+
+    Exit status 0: the install works (optional parts such as gsplat or a
+    CUDA device may be missing). 1: a check says error: a required part is
+    broken, or a file you named is missing, unreadable, truncated or not
+    what its option needs.
+    """
+    from gagavatar import doctor as checks_module
+
+    checks = checks_module.run(checkpoint, head_model, landmark_embedding)
+    for check in checks:
+        typer.echo(checks_module.format_line(check, color=True))
+    raise typer.Exit(checks_module.exit_code(checks))
+
+
 def main() -> None:
     app()
 

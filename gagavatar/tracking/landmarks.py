@@ -7,7 +7,11 @@ wheel, so nothing is downloaded. Landmark ``i`` is MediaPipe's canonical index
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,15 +26,74 @@ LEFT_IRIS = 473
 MAX_DETECTION_SIDE = 2048
 
 
+# GAGAVATAR_VERBOSE=1 keeps MediaPipe's own console output (TF Lite, absl, protobuf), which is
+# otherwise silenced where it starts: see _import_mediapipe and native_logs_silenced.
+VERBOSE_ENV = "GAGAVATAR_VERBOSE"
+
+
+def verbose() -> bool:
+    """True when GAGAVATAR_VERBOSE asks for MediaPipe's own log lines."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def _import_mediapipe():
+    if not verbose():
+        # protobuf 4 warns on every first use of SymbolDatabase.GetPrototype, which mediapipe's
+        # solution_base calls in process(): long after the import, so filter it for good
+        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
+                                category=UserWarning, module=r"google\.protobuf")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # protobuf deprecation noise
+        if not verbose():
+            warnings.simplefilter("ignore")  # protobuf deprecation noise of the import itself
         try:
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ImportError("the tracker needs mediapipe 0.10.14: pip install --no-deps mediapipe==0.10.14 "
                               "(make install does this)") from e
     return mp
+
+
+_STDERR_LOCK = threading.Lock()  # fd 2 is one per process: one redirection at a time
+
+
+@contextmanager
+def native_logs_silenced():
+    """Send file descriptor 2 to /dev/null while MediaPipe builds its graphs (unless verbose()).
+
+    mediapipe 0.10.14's C++ code logs with TF Lite's logger ("Created TensorFlow Lite
+    XNNPACK delegate") and absl ("All log messages before absl::InitializeLog()",
+    "inference_feedback_manager.cc ... Disabling support for feedback tensors") straight
+    to fd 2, and no switch reaches them: GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL do
+    not (measured), absl's log flags are not linked in, and the binding exports no
+    logging call. Errors still arrive: a graph that fails raises a Python exception.
+    """
+    if verbose():
+        yield
+        return
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no fd 2 (closed, or a replaced sys.stderr): nothing to silence
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+def wait_until_open(*solutions) -> None:
+    """Wait until MediaPipe solutions have opened their calculators: they open (and log)
+    on the graph's worker threads after the constructor returns."""
+    for solution in solutions:
+        graph = getattr(solution, "_graph", None)  # mediapipe.python.solution_base.SolutionBase
+        if graph is not None:
+            graph.wait_until_idle()
 
 
 # MediaPipe's face-mesh connection sets, as point ids (tests check them against
@@ -131,12 +194,14 @@ class LandmarkDetector:
     def __init__(self, video: bool = False, min_confidence: float = 0.5, recount: int = 30):
         mp = _import_mediapipe()
         self.video, self.recount = video, recount
-        # the short-range model finds close-ups, the full-range one small faces; both run
-        self._detectors = [mp.solutions.face_detection.FaceDetection(model_selection=m,
-                                                                     min_detection_confidence=min_confidence)
-                           for m in (0, 1)]
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                                     min_detection_confidence=min_confidence)
+        with native_logs_silenced():
+            # the short-range model finds close-ups, the full-range one small faces; both run
+            self._detectors = [mp.solutions.face_detection.FaceDetection(model_selection=m,
+                                                                         min_detection_confidence=min_confidence)
+                               for m in (0, 1)]
+            self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                         refine_landmarks=True, min_detection_confidence=min_confidence)
+            wait_until_open(self._mesh, *self._detectors)
         self._previous: np.ndarray | None = None  # last frame's landmarks (video)
         self._frame = 0
 

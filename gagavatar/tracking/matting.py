@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gagavatar.tracking.landmarks import _import_mediapipe
+from gagavatar.tracking.landmarks import _import_mediapipe, native_logs_silenced, wait_until_open
 
 
 class Segmenter:
@@ -16,8 +16,10 @@ class Segmenter:
 
     def __init__(self):
         mp = _import_mediapipe()
-        # model 0 = the "general" 256x256 model, made for square-ish portrait crops.
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        with native_logs_silenced():
+            # model 0 = the "general" 256x256 model, made for square-ish portrait crops.
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            wait_until_open(self._seg)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
