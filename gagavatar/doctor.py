@@ -10,7 +10,7 @@ Every check gives one line: a name, a status and the reason. Statuses:
     info     a fact worth knowing
 
 Files are recognised by what they hold, and published files also by their size
-and SHA-256 (``KNOWN_FILES``, the one table of them; tests swap in stand-ins).
+and SHA-256 (``gagavatar.known_files.KNOWN_FILES``, the one table of them).
 A file is hashed only when its size is the published one.
 
     checks = run(checkpoint="GAGAvatar.pt")
@@ -18,16 +18,16 @@ A file is hashed only when its size is the published one.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import logging
-import struct
 import zipfile
+import logging
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from gagavatar.known_files import KNOWN_FILES, compare_known
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +42,6 @@ class Check:
     status: str  # OK, MISSING, WARNING, ERROR or INFO
     detail: str
 
-
-@dataclass(frozen=True)
-class KnownFile:
-    """A published file, recognised by its size and SHA-256."""
-
-    label: str  # how the report names it
-    filename: str
-    size: int  # bytes
-    sha256: str
-
-
-KNOWN_FILES = {
-    # GAGAvatar.pt as listed in the authors' ARTalk asset manifest
-    "checkpoint": KnownFile("the released checkpoint", "GAGAvatar.pt", 747_434_426,
-                            "75d449fd1d67dd7bbc613cef17f0196b1c84766935adc75d5231bc89e33950f8"),
-    # the reference implementation's FLAME 2020 file with its landmark embeddings
-    "flame_with_eye": KnownFile("the reference's FLAME_with_eye.pt", "FLAME_with_eye.pt", 26_819_643,
-                                "b87a1d3513b3df0504f1e1f93bcb85ac01abe4dadf92e75ac08046c4a68403be"),
-}
 
 # The graphs and models the tracker opens inside the mediapipe 0.10.14 wheel (traced with
 # strace): landmarks.LandmarkDetector runs both face detectors and the face mesh with iris
@@ -84,80 +65,6 @@ FLAME_LAYOUT = {"vertices": 5023, "faces": 9976, "joints": 5, "shape": 300, "exp
 # embedding on the wrong mesh or with shuffled indices to about 1.
 MAX_CANONICAL_RESIDUAL = 0.2
 MIN_FRONT_FRACTION = 0.8  # landmarks of other formats in front of the head's middle (face looks +z)
-
-HASH_CHUNK = 1 << 22
-HASH_PROGRESS_FROM = 1 << 26  # files smaller than 64 MiB hash without a progress bar
-
-REAL_RESULTS = ("use the released GAGAvatar.pt + FLAME 2020 (README: \"Using the released GAGAvatar "
-                "checkpoint\"), or personalise on the person's own video (`gagavatar personalize`)")
-
-
-# --------------------------------------------------------------------------- file identity
-def sha256_file(path: str | Path, progress: bool | None = None) -> str:
-    """SHA-256 of a file, read in chunks (a tqdm bar for large files unless ``progress=False``)."""
-    from tqdm import tqdm
-
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    show = size >= HASH_PROGRESS_FROM if progress is None else progress
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                                     desc=f"SHA-256 {path.name}", disable=not show) as bar:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
-
-
-def _incomplete_torch_zip(path: Path) -> bool:
-    """True for the first part of a torch.save zip: its first entry (``<name>/data.pkl``)
-    is there but the archive's closing directory is not."""
-    with open(path, "rb") as f:
-        head = f.read(30 + 512)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        return False
-    name_length = struct.unpack("<H", head[26:28])[0]
-    first = head[30:30 + name_length]
-    return first.endswith(b"data.pkl") and not zipfile.is_zipfile(path)
-
-
-def compare_known(path: str | Path, known: KnownFile) -> str:
-    """'match', 'differs' (same size, other bytes), 'truncated' (an incomplete torch zip
-    smaller than the published file) or 'other'. Hashes only when the size matches."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size == known.size:
-        return "match" if sha256_file(path) == known.sha256 else "differs"
-    if size < known.size and _incomplete_torch_zip(path):
-        return "truncated"
-    return "other"
-
-
-_RELEASE_HASHES: dict[tuple, bool] = {}  # (path, size, mtime, expected hash) -> matches
-
-
-def check_release(path: str | Path) -> str | None:
-    """Warning text (also logged) when ``path`` has the released GAGAvatar.pt's size but
-    not its SHA-256; None otherwise. Cheap: a file of any other size is not read, and a
-    file is hashed once per process."""
-    known = KNOWN_FILES["checkpoint"]
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    if stat.st_size != known.size:
-        return None
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, known.sha256)
-    if key not in _RELEASE_HASHES:
-        _RELEASE_HASHES[key] = sha256_file(path) == known.sha256
-    if _RELEASE_HASHES[key]:
-        return None
-    text = (f"{path} has the size of the released {known.filename} ({known.size:,} bytes) but not its SHA-256: "
-            f"it is not the released file (a corrupted download or a modified copy?), so results may differ "
-            f"from the paper's")
-    log.warning(text)
-    return text
 
 
 def _unreadable(path: Path) -> str | None:
@@ -210,7 +117,7 @@ def _sniff(head: bytes) -> str:
 def _release_names(names) -> tuple[int, int, bool]:
     """(how many of ``names`` are the release's tensor names, how many the release has,
     whether all of its network tensors are there)."""
-    from gagavatar.model.official import PERCEPTUAL_PREFIX
+    from gagavatar.perceptual import PERCEPTUAL_PREFIX
     from gagavatar.model.reference_weights import official_listing
 
     listing = [n for n, _ in official_listing()]
@@ -368,9 +275,9 @@ def embedding_check(arrays: dict, embedding: dict, source: str) -> Check:
                                                   "(each row must be >= 0 and sum to 1)")
     points = landmark_points(arrays, embedding)
     if fmt.startswith("mediapipe"):
-        from gagavatar.synthetic.head import load_canonical_face
+        from gagavatar.tracking.landmarks import canonical_face
 
-        canonical, _ = load_canonical_face()
+        canonical, _ = canonical_face()
         ids = np.asarray(embedding["indices"])
         keep = (ids >= 0) & (ids < len(canonical))  # the 10 iris points are not in the canonical face
         if keep.sum() < 4:
@@ -548,7 +455,7 @@ def mediapipe_checks() -> list[Check]:
 
 
 def default_checkpoint_checks() -> list[Check]:
-    from gagavatar.reenact import DEFAULT_CHECKPOINT, bundled
+    from gagavatar.reenact import BUNDLED_MODEL_NOTE, DEFAULT_CHECKPOINT, bundled
 
     path = bundled(DEFAULT_CHECKPOINT)
     if not path.is_file():
@@ -556,9 +463,7 @@ def default_checkpoint_checks() -> list[Check]:
                                            "reinstall gagavatar")]
     what, usable = describe_checkpoint(path)
     return [Check("checkpoint", OK if usable else ERROR, f"default: the bundled tiny model ({path}): {what}"),
-            Check("tiny model", INFO, "a small demonstration model trained only on synthetic heads: real photos come "
-                                      "out blurry and unlike the person"),
-            Check("real results", INFO, REAL_RESULTS)]
+            Check("tiny model", INFO, BUNDLED_MODEL_NOTE.removeprefix("Note: "))]
 
 
 def run(checkpoint: str | Path | None = None, head_model: str | Path | None = None,

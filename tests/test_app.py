@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

@@ -1,6 +1,6 @@
 """`gagavatar doctor`: identifying files (release, truncated, different; FLAME layouts and
 landmark embeddings) and the install report. Small stand-ins replace the published files
-in ``doctor.KNOWN_FILES``: the tests never need the 747 MB GAGAvatar.pt."""
+in ``known_files.KNOWN_FILES``: the tests never need the 747 MB GAGAvatar.pt."""
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -11,7 +11,7 @@ import torch
 from conftest import REALDATA
 from typer.testing import CliRunner
 
-from gagavatar import doctor
+from gagavatar import doctor, known_files
 from gagavatar.cli import app
 from gagavatar.head import flame_io
 from gagavatar.head.model import DEFAULT_HEAD_PATH
@@ -20,11 +20,11 @@ from gagavatar.reenact import DEFAULT_CHECKPOINT, bundled
 REFERENCE_FLAME = REALDATA.parent / "reference" / "pipeline_fixture" / "FLAME_with_eye.pt"
 
 
-def _stand_in(path: Path, key: str, monkeypatch) -> doctor.KnownFile:
+def _stand_in(path: Path, key: str, monkeypatch) -> known_files.KnownFile:
     """Make ``path`` the published file ``key`` (its size and an independently computed SHA-256)."""
-    known = doctor.KnownFile(f"the stand-in {key}", path.name, path.stat().st_size,
+    known = known_files.KnownFile(f"the stand-in {key}", path.name, path.stat().st_size,
                              hashlib.sha256(path.read_bytes()).hexdigest())
-    monkeypatch.setitem(doctor.KNOWN_FILES, key, known)
+    monkeypatch.setitem(known_files.KNOWN_FILES, key, known)
     return known
 
 
@@ -41,7 +41,7 @@ def test_release_is_named(release):
     check = doctor.checkpoint_check(release)
     assert check.status == doctor.OK
     assert "the stand-in checkpoint" in check.detail and "SHA-256 matches" in check.detail
-    assert doctor.check_release(release) is None
+    assert known_files.check_release(release) is None
 
 
 def test_truncated_download(release, tmp_path):
@@ -51,7 +51,7 @@ def test_truncated_download(release, tmp_path):
     check = doctor.checkpoint_check(part)
     assert check.status == doctor.ERROR
     assert f"a truncated download ({len(data) // 2:,} of {len(data):,} bytes)" in check.detail
-    assert doctor.check_release(part) is None  # another size: no warning (and no hashing)
+    assert known_files.check_release(part) is None  # another size: no warning (and no hashing)
 
 
 def test_unrelated_files_are_different(release, tmp_path, monkeypatch):
@@ -65,12 +65,12 @@ def test_unrelated_files_are_different(release, tmp_path, monkeypatch):
     def no_hashing(*args, **kwargs):
         raise AssertionError("a file of another size was hashed")
 
-    monkeypatch.setattr(doctor, "sha256_file", no_hashing)
+    monkeypatch.setattr(known_files, "sha256_file", no_hashing)
     for path, what in ((text, "a text file"), (html, "an HTML page"), (other, "a torch checkpoint with 1 tensors")):
         check = doctor.checkpoint_check(path)
         assert check.status == doctor.ERROR, check
         assert "a different file" in check.detail and what in check.detail, check.detail
-        assert doctor.check_release(path) is None
+        assert known_files.check_release(path) is None
 
 
 def test_same_size_other_bytes_warns(release, tmp_path, caplog):
@@ -78,7 +78,7 @@ def test_same_size_other_bytes_warns(release, tmp_path, caplog):
     data[len(data) // 2] ^= 0xFF  # one byte changed, the size kept
     copy = tmp_path / "copy.pt"
     copy.write_bytes(bytes(data))
-    warning = doctor.check_release(copy)
+    warning = known_files.check_release(copy)
     assert warning is not None and str(copy) in warning and "not the released file" in warning
     assert warning in caplog.text
     check = doctor.checkpoint_check(copy)
@@ -175,7 +175,7 @@ def test_reference_flame_file(tmp_path, monkeypatch):
     head = doctor.head_model_checks(REFERENCE_FLAME)[0]
     assert "FLAME (5,023 vertices, 9,976 faces, 300 shape + 100 expression columns" in head.detail
     assert "FLAME 2020 by its name" in head.detail
-    if REFERENCE_FLAME.stat().st_size != doctor.KNOWN_FILES["flame_with_eye"].size:
+    if REFERENCE_FLAME.stat().st_size != known_files.KNOWN_FILES["flame_with_eye"].size:
         assert "SHA-256 matches" not in head.detail  # the fixture is a stand-in, not the reference's file
     _stand_in(REFERENCE_FLAME, "flame_with_eye", monkeypatch)
     head, embedding = doctor.head_model_checks(REFERENCE_FLAME)

@@ -35,7 +35,7 @@ from gagavatar.data.format import (
     SPLITS, DatasetError, MissingFileError, VideoInfo, VideoRecord, VideoWriter, default_params, update_index,
 )
 from gagavatar.data.frame import FrameParams
-from gagavatar.geometry import Camera, reference_to_viewmat
+from gagavatar.geometry import Camera
 from gagavatar.data.reference_format import (
     LmdbImageWriter, lmdb_keys, load_reference_pickle, make_record, reference_key, save_reference_pickle,
 )

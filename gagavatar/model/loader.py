@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from gagavatar.known_files import check_release
 from gagavatar.model.checkpoint import CheckpointError, is_gagavatar_checkpoint, load_gagavatar
 from gagavatar.model.network import GAGAvatar
 from gagavatar.model.official import load_official
@@ -42,4 +43,5 @@ def load(path: str | Path, device="cpu", dtype: torch.dtype | None = None) -> GA
         raise CheckpointError(f"{path}: not a checkpoint (expected .safetensors, or the released GAGAvatar.pt)")
     if is_gagavatar_checkpoint(path):
         return load_gagavatar(path, device=device, dtype=dtype)
+    check_release(path)  # a file of the release's size but not its bytes is warned about
     return load_official(path, device=device, dtype=torch.float32 if dtype is None else dtype)

@@ -18,9 +18,9 @@ from gagavatar.data.frame import FrameParams
 
 DEFAULT_CHECKPOINT = "demo/tiny.safetensors"  # the bundled demonstration model
 BUNDLED_MODEL_NOTE = (
-    "Note: this is the bundled demonstration model, trained on synthetic heads only: real photos come out blurry "
-    "and unlike the person. For real results use the released GAGAvatar.pt with FLAME (README, 'Using the released "
-    "GAGAvatar checkpoint'), or personalise it on a video of the person: gagavatar personalize --video CLIP")
+    "Note: the bundled model is a small demonstration model trained only on synthetic heads: real photos come out "
+    "blurry and unlike the person. For real results use the released GAGAvatar.pt + FLAME 2020 (README: 'Using the "
+    "released GAGAvatar checkpoint'), or personalise it on a video of the person: gagavatar personalize --video CLIP")
 DEMO_DATA = "demo/clips"  # bundled tracked clips: video "source" (1 frame) and "driver"
 
 

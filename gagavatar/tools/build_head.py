@@ -48,9 +48,9 @@ import torch
 from gagavatar.head.flame_io import save_head_npz
 from gagavatar.head.model import vertex_normals
 from gagavatar.synthetic.basis_names import EXPRESSIONS, SHAPES
+from gagavatar.tracking.landmarks import canonical_face
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "head"
-CANONICAL_FACE_PATH = ASSETS / "mediapipe_canonical_face.obj"
 BUNDLED_PATH = ASSETS / "synthetic_head.npz"
 BUNDLED_SEED = 0
 BUNDLED_COLUMNS = (100, 50)  # shape, expression columns kept in the bundled file (size)
@@ -130,18 +130,10 @@ def ray_triangle_hits(origins, dirs, tri, chunk=512):
 
 
 def load_canonical_face():
-    """MediaPipe's canonical face in this project's frame: points [468,3] (metres), triangles [852,3].
-
-    The model is in centimetres with the same axes as FLAME; it is scaled to metres
-    and moved 1.5 cm forward so its ears would sit about 4 cm behind the origin.
-    """
-    v, f = [], []
-    for line in CANONICAL_FACE_PATH.read_text().splitlines():
-        if line.startswith("v "):
-            v.append([float(x) for x in line.split()[1:4]])
-        elif line.startswith("f "):
-            f.append([int(x) - 1 for x in line.split()[1:4]])
-    return np.array(v) * 0.01 + np.array([0.0, 0.0, 0.015]), np.array(f, dtype=np.int64)
+    """MediaPipe's canonical face in this project's frame: points [468,3] (metres), triangles [852,3],
+    moved 1.5 cm forward so its ears would sit about 4 cm behind the origin."""
+    points, faces = canonical_face()
+    return points + np.array([0.0, 0.0, 0.015]), faces
 
 
 def _boundary_loops(faces):

@@ -13,12 +13,14 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 478
+CANONICAL_FACE_PATH = Path(__file__).resolve().parents[1] / "assets" / "head" / "mediapipe_canonical_face.obj"
 RIGHT_IRIS = 468  # the subject's right iris centre (left in the image for a frontal face)
 LEFT_IRIS = 473
 # Larger inputs are shrunk before face detection (which reads at most a 192x192
@@ -109,6 +111,18 @@ CONTOURS_AND_NOSE = (
     293, 294, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324, 326, 327, 332, 334, 336, 338,
     344, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386, 387, 388, 389, 390, 397,
     398, 400, 402, 405, 409, 415, 440, 454, 466)
+
+
+def canonical_face() -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's canonical face model (bundled, Apache-2.0), FLAME's axes: points [468, 3]
+    in metres (landmark i is point i) and triangles [852, 3]."""
+    v, f = [], []
+    for line in CANONICAL_FACE_PATH.read_text().splitlines():
+        if line.startswith("v "):
+            v.append([float(x) for x in line.split()[1:4]])
+        elif line.startswith("f "):
+            f.append([int(x) - 1 for x in line.split()[1:4]])
+    return np.array(v) * 0.01, np.array(f, dtype=np.int64)  # the file is in centimetres
 
 
 def face_oval() -> np.ndarray:
