@@ -46,25 +46,11 @@ def our_name(reference_name: str) -> str:
 
 def read_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     """All tensors of GAGAvatar.pt (``weights_only=True``: a pickle that tries to run
-    code is refused) or of a safetensors file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    code is refused) or of a safetensors file (``gagavatar.io.read_tensor_file``: its
+    errors are one line)."""
+    from gagavatar.io import read_tensor_file
 
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the reason
-        raise CheckpointError(
-            f"{path} is not a plain tensor checkpoint: torch.load(weights_only=True) refused it ({err}). "
-            f"Only files holding tensors and plain containers are loaded; nothing in them is executed.") from err
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (expected {{'model': {{name: tensor}}}})")
-    return obj
+    return read_tensor_file(path)
 
 
 def split_official(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
