@@ -17,6 +17,8 @@ def train(
     out: str = typer.Option(..., help="run folder: checkpoints, samples, metrics, model.safetensors"),
     preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
     resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
+    overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
+                                                "run's checkpoints, model, metrics, samples and config first"),
     max_steps: int = typer.Option(200_000, help="total optimisation steps"),
     batch_size: int = typer.Option(8, help="samples per step and process"),
     lr: float = typer.Option(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)"),
@@ -43,7 +45,7 @@ def train(
                       sample_every=sample_every, num_workers=num_workers, seed=seed,
                       model=_overrides(model))
     try:
-        run_training(cfg, resume=resume)
+        run_training(cfg, resume=resume, overwrite=overwrite)
     except USER_ERRORS as e:
         _fail(e)
 
@@ -75,7 +77,10 @@ def convert_official(checkpoint: str = typer.Argument(..., help="the released GA
     """
     from gagavatar.model.official import convert_official as _convert
 
-    path = _convert(checkpoint, out)
+    try:
+        path = _convert(checkpoint, out)
+    except USER_ERRORS as e:
+        _fail(e)
     typer.echo(f"wrote {path}")
 
 
@@ -104,9 +109,12 @@ def synth(
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"--splits must be three comma-separated fractions, got {splits!r}")
-    generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames, fps=fps,
-                              size=size, seed=seed, splits=fractions, frame_format=frame_format,
-                              n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
+    try:
+        generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames,
+                                  fps=fps, size=size, seed=seed, splits=fractions, frame_format=frame_format,
+                                  n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
+    except USER_ERRORS as e:
+        _fail(e)
 
 
 @app.command()
