@@ -73,6 +73,8 @@ def train(
     out: str = typer.Option(..., help="run folder: checkpoints, samples, metrics, model.safetensors"),
     preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
     resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
+    overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
+                                                "run's checkpoints, model, metrics, samples and config first"),
     max_steps: int = typer.Option(200_000, help="total optimisation steps"),
     batch_size: int = typer.Option(8, help="samples per step and process"),
     lr: float = typer.Option(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)"),
@@ -98,7 +100,7 @@ def train(
                       head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
                       sample_every=sample_every, num_workers=num_workers, seed=seed,
                       model=_overrides(model))
-    run_training(cfg, resume=resume)
+    run_training(cfg, resume=resume, overwrite=overwrite)
 
 
 def _overrides(items: list[str]) -> dict:
@@ -155,9 +157,11 @@ def synth(
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"--splits must be three comma-separated fractions, got {splits!r}")
-    generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames, fps=fps,
-                              size=size, seed=seed, splits=fractions, frame_format=frame_format,
-                              n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    dataset = generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames,
+                                        fps=fps, size=size, seed=seed, splits=fractions, frame_format=frame_format,
+                                        n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
+    _done(f"wrote {dataset.root}: {len(dataset)} videos", t0)
 
 
 @app.command()

@@ -35,10 +35,11 @@ from gagavatar.data.format import (
     SPLITS, DatasetError, MissingFileError, VideoInfo, VideoRecord, VideoWriter, default_params, update_index,
 )
 from gagavatar.data.frame import FrameParams
-from gagavatar.geometry import Camera
 from gagavatar.data.reference_format import (
-    LmdbImageWriter, lmdb_keys, load_reference_pickle, make_record, reference_key, save_reference_pickle,
+    LmdbImageWriter, lmdb_errors, lmdb_keys, load_reference_pickle, make_record, open_lmdb, reference_key,
+    save_reference_pickle,
 )
+from gagavatar.geometry import Camera
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,8 @@ class _ImageSource:
         self.records = records
         self.env = None
         if lmdb_path is not None:
-            import lmdb
-
             self.path = lmdb_path
-            self.env = lmdb.open(str(lmdb_path), readonly=True, lock=False, readahead=False)
+            self.env = open_lmdb(lmdb_path, readonly=True, lock=False, readahead=False)
 
     def __call__(self, key: str) -> np.ndarray:
         if self.env is None:
@@ -188,7 +187,7 @@ class _ImageSource:
                 a = a.transpose(1, 2, 0)
             scale = 255.0 if a.max() <= 1.0 + 1e-6 else 1.0  # [0,1] as the tracker writes, or [0,255]
             return np.repeat(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), 3 // a.shape[2], axis=2)
-        with self.env.begin() as txn:
+        with lmdb_errors(self.path), self.env.begin() as txn:
             payload = txn.get(key.encode())
         try:
             with Image.open(io.BytesIO(payload)) as im:

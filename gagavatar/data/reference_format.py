@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,27 @@ def merge_reference_pickle(path: str | Path, video: str, records: dict[str, dict
     return save_reference_pickle(path, merged)
 
 
+@contextmanager
+def lmdb_errors(path: str | Path):
+    """Turns an LMDB error (a damaged or foreign ``img_lmdb``) into one line naming the folder."""
+    import lmdb
+
+    try:
+        yield
+    except lmdb.Error as e:
+        reason = str(e).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: this image database cannot be read ({reason}); it is damaged or not an "
+                         f"LMDB: copy the folder again or re-run the tracker") from None
+
+
+def open_lmdb(path: str | Path, **options):
+    """``lmdb.open(path, **options)`` with ``lmdb_errors``'s one-line error."""
+    import lmdb
+
+    with lmdb_errors(path):
+        return lmdb.open(str(path), **options)
+
+
 class LmdbImageWriter:
     """Writes the reference's ``img_lmdb``: key -> JPEG bytes of an RGB uint8 image.
 
@@ -125,8 +147,6 @@ class LmdbImageWriter:
     """
 
     def __init__(self, path: str | Path, max_images: int, size: int = 512, video: str | None = None):
-        import lmdb
-
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         existing = self.path / "data.mdb"
@@ -134,34 +154,35 @@ class LmdbImageWriter:
         # only grows as written.
         map_size = (max(max_images, 1) * (size * size * 3 + 4096) + (64 << 20)
                     + (existing.stat().st_size if existing.is_file() else 0))
-        self._env = lmdb.open(str(self.path), map_size=map_size)
-        self._txn = self._env.begin(write=True)
-        if video is not None:
-            old = video_keys([k.decode() for k in self._txn.cursor().iternext(values=False)], video)
-            for k in old:
-                self._txn.delete(k.encode())
+        self._env = open_lmdb(self.path, map_size=map_size)
+        with lmdb_errors(self.path):
+            self._txn = self._env.begin(write=True)
+            if video is not None:
+                old = video_keys([k.decode() for k in self._txn.cursor().iternext(values=False)], video)
+                for k in old:
+                    self._txn.delete(k.encode())
         self.keys: list[str] = []
 
     def add(self, key: str, image: np.ndarray) -> None:
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=JPEG_QUALITY)
-        self._txn.put(key.encode(), buf.getvalue())
+        with lmdb_errors(self.path):
+            self._txn.put(key.encode(), buf.getvalue())
         self.keys.append(key)
 
     def close(self) -> None:
         if self._env is not None:
-            self._txn.commit()
-            self._env.close()
+            with lmdb_errors(self.path):
+                self._txn.commit()
+                self._env.close()
             self._env = None
 
 
 def read_lmdb_image(path: str | Path, key: str) -> np.ndarray:
     """One image of an img_lmdb as RGB uint8 [H, W, 3]."""
-    import lmdb
-
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    env = open_lmdb(path, readonly=True, lock=False)
     try:
-        with env.begin() as txn:
+        with lmdb_errors(path), env.begin() as txn:
             payload = txn.get(key.encode())
     finally:
         env.close()
@@ -171,11 +192,9 @@ def read_lmdb_image(path: str | Path, key: str) -> np.ndarray:
 
 
 def lmdb_keys(path: str | Path) -> list[str]:
-    import lmdb
-
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    env = open_lmdb(path, readonly=True, lock=False)
     try:
-        with env.begin() as txn:
+        with lmdb_errors(path), env.begin() as txn:
             return [k.decode() for k in txn.cursor().iternext(values=False)]
     finally:
         env.close()

@@ -53,8 +53,14 @@ class HeadFileError(ValueError):
     """A head-model or landmark file that exists but cannot be used (wrong, truncated, corrupt)."""
 
 
-class RefusedGlobalError(pickle.UnpicklingError):
-    """A pickle asked for a Python object that a FLAME file never needs (possible code execution)."""
+class RefusedGlobalError(HeadFileError, pickle.UnpicklingError):
+    """A pickle asked for a Python object that a FLAME file never needs (possible code execution).
+    A ``ValueError`` too, so commands report it as one line."""
+
+
+def _refused(path: Path, err: RefusedGlobalError) -> RefusedGlobalError:
+    return RefusedGlobalError(f"{path} holds code ({err}) and was not run; a head-model file holds only "
+                              "numpy arrays, sparse matrices and chumpy arrays")
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +130,7 @@ _FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol-5 arrays
 def _bytes_from_latin1(text, encoding="latin1"):
     """``_codecs.encode`` as protocol-2 pickles use it for bytes: str -> bytes only."""
     if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
-        raise RefusedGlobalError("refused _codecs.encode with unexpected arguments")
+        raise RefusedGlobalError("_codecs.encode with unexpected arguments")
     return text.encode("latin1")
 
 
@@ -135,7 +141,7 @@ def _admitted_classes():  # what copy_reg._reconstructor may build
 def _object_reconstructor(cls, base, state):
     """``copy_reg._reconstructor`` limited to the stand-in classes (what protocol 0/1 pickles use)."""
     if base is not object or state is not None or cls not in _admitted_classes():
-        raise RefusedGlobalError(f"refused copy_reg._reconstructor({cls!r}, {base!r}): not a FLAME array")
+        raise RefusedGlobalError(f"copy_reg._reconstructor({cls!r}, {base!r}), not a FLAME array")
     return object.__new__(cls)
 
 
@@ -168,9 +174,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             for fmt, cls in _SPARSE.items():
                 if name in (f"{fmt}_matrix", f"{fmt}_array"):
                     return cls
-        raise RefusedGlobalError(
-            f"refused to load global '{module}.{name}': a FLAME file holds only numpy arrays, sparse "
-            "matrices and chumpy arrays, so this pickle is not a FLAME model (or tries to run code)")
+        raise RefusedGlobalError(f"the pickled object {module}.{name}")
 
 
 def restricted_load(data: bytes | io.IOBase):
@@ -211,7 +215,7 @@ def _read_pickle(path: Path):
         with open(path, "rb") as f:
             return restricted_load(f)
     except RefusedGlobalError as e:
-        raise RefusedGlobalError(f"{path}: {e}") from None
+        raise _refused(path, e) from None
     except HeadFileError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError,
@@ -245,20 +249,18 @@ def _read_npy(path: Path):
                 return obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
         return np.load(path, allow_pickle=False)
     except RefusedGlobalError as e:
-        raise RefusedGlobalError(f"{path}: {e}") from None
+        raise _refused(path, e) from None
     except (EOFError, pickle.UnpicklingError, ValueError, OSError, TypeError) as e:
         raise _corrupt(path, e) from None
 
 
 def _read_torch(path: Path) -> dict:
-    import torch
+    from gagavatar.io import TensorFileError, load_torch_file
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise HeadFileError(f"{path}: refused by torch.load(weights_only=True): {e}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise _corrupt(path, e) from None
+        return load_torch_file(path)  # weights_only=True; its errors are one line
+    except TensorFileError as e:
+        raise HeadFileError(str(e)) from None
 
 
 def _read_any(path: Path):

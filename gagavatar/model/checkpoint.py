@@ -7,12 +7,13 @@ is how every checkpoint (ours or the release) becomes a network.
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from gagavatar.io import atomic_path, read_tensor_file
+from gagavatar.io import atomic_path, read_safetensors_metadata, read_tensor_file
 from gagavatar.model.config import ModelConfig, paper
 from gagavatar.model.network import GAGAvatar
 from gagavatar.perceptual import PERCEPTUAL_PREFIX  # the released perceptual network keeps its reference names
@@ -51,6 +52,7 @@ def build_from_state(state: dict[str, Tensor], config: ModelConfig | None = None
 
 def save(model, path: str | Path) -> Path:
     """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -58,19 +60,18 @@ def save(model, path: str | Path) -> Path:
         tensors.update({k: v.contiguous().cpu() for k, v in model.perceptual_state.items()})
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            if "os error 28" in str(e):  # ENOSPC, reported as text: atomic_path words a full disk
+                raise OSError(errno.ENOSPC, str(e)) from None
+            raise
     return Path(path)
 
 
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
-
-
 def is_gagavatar_checkpoint(path: str | Path) -> bool:
-    return Path(path).suffix == ".safetensors" and _metadata(Path(path)).get("format") == FORMAT
+    """A .safetensors file with our metadata (a truncated or foreign file: a one-line error)."""
+    return Path(path).suffix == ".safetensors" and read_safetensors_metadata(path).get("format") == FORMAT
 
 
 def load_gagavatar(path: str | Path, device="cpu", dtype: torch.dtype | None = None) -> GAGAvatar:
@@ -81,7 +82,7 @@ def load_gagavatar(path: str | Path, device="cpu", dtype: torch.dtype | None = N
     if not is_gagavatar_checkpoint(path):
         raise CheckpointError(f"{path} is not a gagavatar checkpoint (a .safetensors file with '{FORMAT}' "
                               f"metadata); for the released GAGAvatar.pt use gagavatar.model.load")
-    config = ModelConfig.from_json(_metadata(path)["config"])
+    config = ModelConfig.from_json(read_safetensors_metadata(path)["config"])
     tensors = read_tensor_file(path)
     perceptual = {k: v for k, v in tensors.items() if k.startswith(PERCEPTUAL_PREFIX)}
     network = {k: v for k, v in tensors.items() if not k.startswith(PERCEPTUAL_PREFIX)}

@@ -59,6 +59,23 @@ class SynthConfig:
     hair_styles: tuple[str, ...] = HAIR_STYLES  # styles to draw from
     accessories: bool = True         # glasses, beards, shirts
 
+    MIN_SIZE = 32  # smaller frames hold no face worth training on
+
+    def __post_init__(self):
+        """Refuse settings that would make an empty or broken dataset, one line each."""
+        for name, option in (("identities", "--identities"), ("videos_per_identity", "--videos-per-identity"),
+                             ("frames", "--frames"), ("chunk", "chunk"), ("workers", "--workers")):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{option} must be at least 1, got {getattr(self, name)}")
+        if self.size < self.MIN_SIZE:
+            raise ValueError(f"--size must be at least {self.MIN_SIZE} pixels, got {self.size}")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"--fps must be a positive number, got {self.fps}")
+        if self.n_gaussians is not None and self.n_gaussians < 1:
+            raise ValueError(f"--gaussians must be at least 1, got {self.n_gaussians}")
+        if self.frame_format not in FRAME_FORMATS:
+            raise ValueError(f"--frame-format must be one of {', '.join(FRAME_FORMATS)}, got {self.frame_format!r}")
+
     def gaussians(self) -> int:
         if self.n_gaussians is not None:
             return self.n_gaussians
@@ -406,10 +423,6 @@ def generate(out: str | Path, config: SynthConfig, head=None, progress: bool = T
     """
     from tqdm import tqdm
 
-    if config.frame_format not in FRAME_FORMATS:
-        raise ValueError(f"frame_format={config.frame_format!r}; use one of {FRAME_FORMATS}")
-    if config.identities < 1 or config.videos_per_identity < 1 or config.frames < 1 or config.size < 8:
-        raise ValueError(f"need at least one identity, video and frame and a size >= 8, got {config}")
     if head is None:
         from gagavatar.head import HeadModel
         head = HeadModel.default()

@@ -46,6 +46,7 @@ class TrackSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     overlay: Path | None = None
     reference_files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a video whose end is damaged
 
     def lines(self) -> list[str]:
         out = [f"{self.video_id}: {self.n_tracked}/{self.n_frames} frames tracked, mean landmark error "
@@ -59,6 +60,7 @@ class TrackSummary:
             out.append(f"  overlay: {self.overlay}")
         for p in self.reference_files:
             out.append(f"  reference format: {p}")
+        out += [f"  warning: {w}" for w in self.warnings]
         return out
 
 
@@ -146,7 +148,8 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     last_box = None
     bar = _progress(total or None, f"track {video_id}", progress)
     try:
-        for frame in gio.iter_frames(source):
+        frames = gio.iter_video(source) if is_video else gio.iter_frames(source)  # a video reports a damaged end
+        for frame in frames:
             if max_frames is not None and n >= max_frames:
                 break
             t0 = time.perf_counter()
@@ -217,6 +220,8 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
                            no_face=[int(i) for i in np.nonzero(~valid)[0]],
                            several_faces=[int(i) for i in np.nonzero(n_faces > 1)[0]],
                            mean_error_px=float(fit.error_px.mean()) if fit is not None else float("nan"))
+    if is_video and frames.warning():
+        summary.warnings.append(frames.warning())  # the frames that decoded are tracked; the rest is named
 
     # ---- 4. the reference tracker's layout
     if lmdb is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ from torch.utils.data import DataLoader
 from gagavatar.data.frame import FrameParams
 from gagavatar.eval.metrics import psnr
 from gagavatar.head import load_head_model
+from gagavatar.io import atomic_path, output_errors, remove_stale_temps
 from gagavatar.train.losses import GAGAvatarLoss, LossConfig
 from gagavatar.train.sampler import StepBatchSampler
-from gagavatar.train.state import latest_checkpoint, load_training_state, save_training_state
+from gagavatar.train.state import (clear_run, latest_checkpoint, read_training_state, restore_training_state,
+                                   resume_checkpoint, run_files, save_training_state, set_aside, truncate_metrics)
 
 console = Console()
 
@@ -75,6 +78,50 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
+
+    def validate(self) -> None:
+        """Refuse, before anything is built or written, a setting the loop cannot run with (one line)."""
+        for name in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "sample_every", "log_every",
+                     "lr_decay_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value}")
+        for name in ("lr", "low_lr_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be 0 (off) or a positive number, got {self.grad_clip}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers must be 0 or more, got {self.num_workers}")
+
+
+# Settings that decide the network's shape: a run resumed with others would load the wrong weights.
+ARCHITECTURE = ("preset", "model", "ablations", "head_model")
+
+
+def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that holds another run unless ``--resume`` (same network) or ``--overwrite``."""
+    run = Path(cfg.out)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite deletes it: give one of them")
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"--out {run} is a file; give a folder for the run")
+    found = run_files(run)
+    if found and not resume and not overwrite:
+        names = ", ".join(str(p.relative_to(run)) for p in found[:3]) + (" ..." if len(found) > 3 else "")
+        raise ValueError(f"{run} holds another training run ({names}): continue it with --resume, delete it and "
+                         f"start again with --overwrite, or choose another --out")
+    if resume and (run / "config.json").is_file():
+        try:
+            stored = json.loads((run / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            stored = {}  # unreadable: the checkpoint itself decides (a mismatch fails when loading)
+        ours = json.loads(cfg.to_json())
+        for name in ARCHITECTURE:
+            if name in stored and stored[name] != ours[name]:
+                raise ValueError(f"{run} was trained with {name}={stored[name]!r}, not {ours[name]!r}: resume it with "
+                                 f"the same setting, or start again with --overwrite")
 
 
 class Distributed:
@@ -197,17 +244,37 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
     fields["loss"] = LossConfig(**fields["loss"])
     cfg = TrainConfig(**{k: tuple(v) if k in ("ablations", "betas") else v for k, v in fields.items()})
     model = build_model(cfg, load_head_model(cfg.head_model).n_vertices)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(read_training_state(checkpoint)["model"])
     return save(model, out)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run (or resume) training; returns the run folder."""
+def _say(line: str, style: str | None = None) -> None:
+    """One line as it is: never wrapped (rich wraps at 80 columns off a terminal), no markup in paths."""
+    console.print(line, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run (or resume) training; returns the run folder.
+
+    A folder that holds another run is refused unless ``resume`` (continue it from its
+    newest intact checkpoint; its metrics after that step are dropped) or ``overwrite``
+    (its files are deleted first: ``state.clear_run``)."""
     from gagavatar.data.pairs import PairDataset, collate
+    from gagavatar.io import check_writable
     from gagavatar.model import save
 
+    cfg.validate()
+    check_run_folder(cfg, resume, overwrite)
     ctx = Distributed()
     run = Path(cfg.out)
+    if ctx.is_main:
+        check_writable(run / "config.json")  # an unwritable or full --out fails now, not at the first checkpoint
+        remove_stale_temps(run)  # temporary files of a run killed mid-write
+        if overwrite:
+            removed = clear_run(run)
+            if removed:
+                _say(f"--overwrite: deleted {len(removed)} file(s) of the previous run in {run}")
+    ctx.barrier()
     torch.manual_seed(cfg.seed)
     head = load_head_model(cfg.head_model).to(ctx.device)
     model = build_model(cfg, head.n_vertices).to(ctx.device)
@@ -219,15 +286,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     use_lifting = "no_lifting_loss" not in cfg.ablations
 
     start = 0
-    last = latest_checkpoint(run) if resume else None
+    say = (lambda line: _say(line, "yellow")) if ctx.is_main else (lambda line: None)
+    last, state, damaged = resume_checkpoint(run, say) if resume else (None, None, [])
     if resume and last is None:
         console.print(f"[yellow]--resume: no checkpoint in {run}, starting from step 0[/yellow]")
     if last is not None:
-        start = load_training_state(last, model, optimizer, scheduler)["step"]
+        restore_training_state(state, model, optimizer, scheduler)
+        start = state["step"]
         console.print(f"Resumed from {last} at step {start}")
-    elif ctx.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(cfg.to_json())
+    ctx.barrier()  # every rank has read the checkpoints before rank 0 renames the damaged ones
+    if ctx.is_main:
+        set_aside(damaged)
+        if resume:
+            truncate_metrics(run / "metrics.jsonl", start)  # the rows after it are being redone
+        if last is None:
+            with atomic_path(run / "config.json") as tmp:
+                tmp.write_text(cfg.to_json())
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) \
         if ctx.enabled else model
@@ -240,7 +314,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run / "tb"))
+            # purge_step: on resume, TensorBoard drops the events after the resumed step
+            writer = SummaryWriter(str(run / "tb"), purge_step=start + 1 if resume else None)
         except ImportError:
             pass
 
@@ -249,55 +324,59 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     model.train()
     step, skipped, t0 = start, 0, time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
-    for batch in loader:
-        batch = to_device(batch, ctx.device)
-        with torch.no_grad():
-            vertices = batch["target"].vertices(head)
-        with autocast:
-            out = net(batch["source_image"], batch["source"].camera, vertices, batch["target"].camera)
-        vertices = out.vertices if use_lifting else None
-        loss, terms = loss_fn(out.coarse.float(), out.fine.float(), batch["target_image"], batch["target_bbox"],
-                              vertices, out.lifted_points.float())
-        optimizer.zero_grad(set_to_none=True)
-        # a rank that skipped backward alone would leave the others waiting in the gradient all-reduce
-        if not ctx.all_true(torch.isfinite(loss)):
-            skipped += 1
-            console.print(f"[red]step {step}: loss is {loss.item()} (on this or another rank), step skipped "
-                          f"({skipped} so far)[/red]")
-        else:
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            if torch.isfinite(grad_norm):
-                optimizer.step()
-            else:
+    try:
+        for batch in loader:
+            batch = to_device(batch, ctx.device)
+            with torch.no_grad():
+                vertices = batch["target"].vertices(head)
+            with autocast:
+                out = net(batch["source_image"], batch["source"].camera, vertices, batch["target"].camera)
+            vertices = out.vertices if use_lifting else None
+            loss, terms = loss_fn(out.coarse.float(), out.fine.float(), batch["target_image"], batch["target_bbox"],
+                                  vertices, out.lifted_points.float())
+            optimizer.zero_grad(set_to_none=True)
+            # a rank that skipped backward alone would leave the others waiting in the gradient all-reduce
+            if not ctx.all_true(torch.isfinite(loss)):
                 skipped += 1
-                console.print(f"[red]step {step}: gradient norm is {grad_norm.item()}, step skipped[/red]")
-        scheduler.step()
-        step += 1
+                console.print(f"[red]step {step}: loss is {loss.item()} (on this or another rank), step skipped "
+                              f"({skipped} so far)[/red]")
+            else:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                           cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                if torch.isfinite(grad_norm):
+                    optimizer.step()
+                else:
+                    skipped += 1
+                    console.print(f"[red]step {step}: gradient norm is {grad_norm.item()}, step skipped[/red]")
+            scheduler.step()
+            step += 1
 
-        if ctx.is_main:
-            train_psnr = psnr(out.fine.detach().float(), batch["target_image"]).mean().item()
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{train_psnr:.2f}",
-                            **{k: f"{v.item():.4f}" for k, v in terms.items()})
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                row = {"step": step, "loss": loss.item(), "psnr": train_psnr, "lr": scheduler.get_last_lr()[0],
-                       "it_per_s": (step - start) / (time.perf_counter() - t0), "skipped": skipped,
-                       **{f"loss_{k}": v.item() for k, v in terms.items()}}
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(k, v, step)
-            if step % cfg.sample_every == 0 or step == cfg.max_steps:
-                sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
-                plot_losses(metrics_path, run / "loss.png")
-        if step % cfg.checkpoint_every == 0:
-            ctx.barrier()  # other ranks wait while rank 0 writes
-    bar.close()
+            if ctx.is_main:
+                with output_errors(metrics_path):  # a full disk: one line naming the device
+                    train_psnr = psnr(out.fine.detach().float(), batch["target_image"]).mean().item()
+                    bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{train_psnr:.2f}",
+                                    **{k: f"{v.item():.4f}" for k, v in terms.items()})
+                    bar.update(1)
+                    if step % cfg.log_every == 0 or step == cfg.max_steps:
+                        row = {"step": step, "loss": loss.item(), "psnr": train_psnr, "lr": scheduler.get_last_lr()[0],
+                               "it_per_s": (step - start) / (time.perf_counter() - t0), "skipped": skipped,
+                               **{f"loss_{k}": v.item() for k, v in terms.items()}}
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        if writer is not None:
+                            for k, v in row.items():
+                                if k != "step":
+                                    writer.add_scalar(k, v, step)
+                    if step % cfg.sample_every == 0 or step == cfg.max_steps:
+                        sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
+                    if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                        save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
+                        plot_losses(metrics_path, run / "loss.png")
+            if step % cfg.checkpoint_every == 0:
+                ctx.barrier()  # other ranks wait while rank 0 writes
+    finally:
+        bar.close()  # before any error message, so it starts on a line of its own
     if ctx.is_main and step >= cfg.max_steps:
         save(model, run / "model.safetensors")
         console.print(f"Done: {step} steps, {skipped} skipped; model at {run / 'model.safetensors'}")
