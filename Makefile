@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"
 	# LPIPS v0.1 linear heads (6 KB file, read by path; the package itself is never imported)
 	$(BIN)/pip install -q --no-deps lpips==0.1.4
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[app,serve,eval,reference,dev]"
 	# Debian's chromium for the app's browser test (tests/test_app.py skips without it); never a browser download
 	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \

@@ -40,9 +40,12 @@ from PIL import Image  # noqa: E402
 
 from gagavatar import commands  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
+from gagavatar.system import require  # noqa: E402
 from gagavatar.reenact import (  # noqa: E402
-    DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color, source_frame,
+    BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color,
+    source_frame,
 )
+from gagavatar.reenact.inputs import is_bundled_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,10 @@ class Studio:
         self.root = Path(root) if root else Path(tempfile.gettempdir()) / "gagavatar-app"
         self._animator: Animator | None = None
 
+    @property
+    def uses_bundled_model(self) -> bool:
+        return is_bundled_model(self.checkpoint)
+
     def animator(self) -> Animator:
         if self._animator is None:
             self._animator = Animator.load(self.checkpoint, self.head_model, device=self.device)
@@ -236,7 +243,7 @@ One photo in, an animatable 3D Gaussian head out. Drop a **photo** and a **drivi
 
 def build_app(studio: Studio, startup_error: str | None = None):
     """The Gradio page around ``studio`` (a ``gr.Blocks``; ``serve`` launches it)."""
-    import gradio as gr
+    gr = require("gradio", "app", "the web app")
 
     def uploads(files) -> list[Path]:
         return [Path(getattr(f, "name", f)) for f in (files if isinstance(files, (list, tuple)) else [files]) if f]
@@ -281,12 +288,15 @@ def build_app(studio: Studio, startup_error: str | None = None):
             if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError)):
                 raise
             log.warning("run failed: %s", e)
-            raise gr.Error(_clear_message(e, hide + [studio.root]), duration=None, title="Could not animate") from None
+            raise gr.Error(_clear_message(e, hide + [studio.root]), duration=None, title="Could not animate",
+                           print_exception=False) from None  # the one line above is the server log
         return (str(out.overlay), str(out.side_by_side), str(out.orbit),
                 [str(out.reenacted), str(out.orbit), str(out.ply)], out.message())
 
     with gr.Blocks(title="GAGAvatar", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
+        if studio.uses_bundled_model:
+            gr.Markdown(f"> {BUNDLED_MODEL_NOTE}", elem_id="bundled-model-note")
         if startup_error:
             gr.Markdown(f"**The model could not be loaded.** {startup_error}", elem_id="startup-error")
         with gr.Row():
@@ -326,15 +336,17 @@ def build_app(studio: Studio, startup_error: str | None = None):
                       api_visibility="private")
         inputs = [source, driver, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize, background]
         outputs = [overlay, result, novel_views, downloads, status]
-        run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate")
+        # one event runs the pipeline: while it is pending, further presses are ignored ("once"),
+        # so the example (which presses Animate itself) and a user's press never queue a duplicate
+        run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate",
+                  trigger_mode="once")
 
         example = example_inputs(studio.root / "examples")
         if example is not None:
             with examples_slot:
                 ex = gr.Examples([[str(example[0]), [str(example[1])]]], inputs=[source, driver],
-                                 label="Bundled example (one click)", cache_examples=False)
-                ex.load_input_event.then(animate, inputs, outputs, concurrency_limit=1, concurrency_id="animate",
-                                         api_visibility="private")
+                                 label="Bundled example: one click fills the inputs and runs it", cache_examples=False)
+                ex.load_input_event.then(None, js="() => { document.querySelector('#run').click(); }")
     return demo
 
 
@@ -352,7 +364,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model
         log.error("%s", startup_error)
     demo = build_app(studio, startup_error)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True,
-                prevent_thread_lock=not block, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False,
-                  run_history=False, mcp_server=False)  # run history could sync to a remote bucket: off
+    # quiet: Gradio's own start-up lines suggest share=True, which this command never does
+    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=True,
+                prevent_thread_lock=True, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False,
+                run_history=False, mcp_server=False)  # run history could sync to a remote bucket: off
+    print(f"gagavatar app: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    if block:
+        demo.block_thread()
     return demo

@@ -15,10 +15,12 @@ import typer
 from typer.core import TyperGroup
 
 from gagavatar.bench import app as bench_app
+from gagavatar.system import MissingExtra
 
 # Errors a user can fix: shown as one line, never as a traceback (FileNotFoundError,
-# PermissionError and disk-full errors are OSErrors; bad inputs are ValueErrors).
-USER_ERRORS = (ValueError, OSError, KeyError)
+# PermissionError and disk-full errors are OSErrors; bad inputs are ValueErrors; an optional
+# part that is not installed is a MissingExtra naming the pip command).
+USER_ERRORS = (ValueError, OSError, KeyError, MissingExtra)
 
 
 class _Commands(TyperGroup):

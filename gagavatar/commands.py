@@ -48,6 +48,7 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side_
     avatar. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
     when the caller has reconstructed it already."""
     t0 = time.perf_counter()
+    gio.check_writable(out)  # before the work, not after it
     animator = animator or Animator.load(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
@@ -73,6 +74,7 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side_
 def novel_views(source, out, checkpoint=None, head_model=None, n_frames: int = 60, yaw: float = 30.0,
                 animator: Animator | None = None, workdir=None) -> Path:
     """An orbit around the reconstructed avatar of ``source``, written as an mp4."""
+    gio.check_writable(out)
     animator = animator or Animator.load(checkpoint, head_model)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
@@ -81,6 +83,7 @@ def novel_views(source, out, checkpoint=None, head_model=None, n_frames: int = 6
 
 def export_ply(source, out, checkpoint=None, head_model=None, animator: Animator | None = None, workdir=None) -> Path:
     """The reconstructed avatar of ``source`` as a 3D Gaussian splatting PLY."""
+    gio.check_writable(out)
     animator = animator or Animator.load(checkpoint, head_model)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
@@ -93,7 +96,7 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     from gagavatar.data.format import Dataset
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    gio.check_writable(out / "reenact.mp4")
     animator = Animator.load(checkpoint, head_model, device="cpu")
     videos = {v.id: v for v in Dataset(bundled(DEMO_DATA)).videos}
     source, driver = videos["source"], videos["driver"]

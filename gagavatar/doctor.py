@@ -463,7 +463,7 @@ def default_checkpoint_checks() -> list[Check]:
                                            "reinstall gagavatar")]
     what, usable = describe_checkpoint(path)
     return [Check("checkpoint", OK if usable else ERROR, f"default: the bundled tiny model ({path}): {what}"),
-            Check("tiny model", INFO, BUNDLED_MODEL_NOTE.removeprefix("Note: "))]
+            Check("tiny model", INFO, BUNDLED_MODEL_NOTE)]
 
 
 def run(checkpoint: str | Path | None = None, head_model: str | Path | None = None,

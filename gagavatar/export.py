@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gagavatar.io import atomic_path
+
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic basis constant
 _BASE = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
          "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -35,8 +37,7 @@ def write_ply(path: str | Path, means: np.ndarray, rgb: np.ndarray, opacities: n
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n" + \
         "".join(f"property float {name}\n" for name in names) + "end_header\n"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header.encode("ascii"))
         f.write(data.tobytes())
     return path

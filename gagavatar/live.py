@@ -111,6 +111,8 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
     if window is None and out is None:
         out = DEFAULT_OUT
         say(f"no display: writing the result to {out} (--out FILE to choose another file)")
+    if out is not None:
+        gio.check_writable(out)
     fps_out = gio.video_info(driver).fps if driver is not None else None
     animator = animator or Animator.load(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:

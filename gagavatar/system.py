@@ -1,7 +1,23 @@
-"""What this machine is: the device to run on and a one-line description for reports."""
+"""What this install and machine are: optional parts (extras), the device to run on, and a
+one-line description for reports."""
 from __future__ import annotations
 
+import importlib
 import platform
+
+
+class MissingExtra(ImportError):
+    """An optional part of gagavatar is not installed; the message names the pip command."""
+
+
+def require(module: str, extra: str, what: str):
+    """Import ``module`` for ``what``, or say which extra brings it:
+    ``require("gradio", "app", "the web app")``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra(f"{what} needs {module.split('.')[0]}, which is not installed: "
+                           f"pip install 'gagavatar[{extra}]'") from e
 
 
 def default_device(device: str | None = None) -> str:

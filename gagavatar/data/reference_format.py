@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from gagavatar.data.format import DatasetError
+from gagavatar.system import require
 
 RECORD_SHAPES = {"shapecode": (300,), "expcode": (100,), "posecode": (6,), "eyecode": (6,),
                  "transform_matrix": (3, 4), "bbox": (4,)}
@@ -122,7 +123,7 @@ def merge_reference_pickle(path: str | Path, video: str, records: dict[str, dict
 @contextmanager
 def lmdb_errors(path: str | Path):
     """Turns an LMDB error (a damaged or foreign ``img_lmdb``) into one line naming the folder."""
-    import lmdb
+    lmdb = _lmdb()
 
     try:
         yield
@@ -132,9 +133,13 @@ def lmdb_errors(path: str | Path):
                          f"LMDB: copy the folder again or re-run the tracker") from None
 
 
+def _lmdb():
+    return require("lmdb", "reference", "the reference tracker's img_lmdb")
+
+
 def open_lmdb(path: str | Path, **options):
     """``lmdb.open(path, **options)`` with ``lmdb_errors``'s one-line error."""
-    import lmdb
+    lmdb = _lmdb()
 
     with lmdb_errors(path):
         return lmdb.open(str(path), **options)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gagavatar.system import MissingExtra, require
+
 
 def psnr(prediction: Tensor, target: Tensor) -> Tensor:
     """PSNR in dB per image [B]; identical images give +inf."""
@@ -61,7 +63,7 @@ def _face_recognition_model_dir() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("CSIM needs `pip install dlib-bin face-recognition-models`.")
+        raise MissingExtra("CSIM needs face-recognition-models, which is not installed: pip install 'gagavatar[eval]'")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -73,8 +75,7 @@ class IdentityEncoder:
     """
 
     def __init__(self):
-        import dlib
-
+        dlib = require("dlib", "eval", "CSIM (the identity metric)")
         models = _face_recognition_model_dir()
         self.detector = dlib.get_frontal_face_detector()
         self.shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))

@@ -22,7 +22,7 @@ from gagavatar.data.format import VideoRecord
 from gagavatar.data.frame import FrameParams
 from gagavatar.geometry import orbit
 from gagavatar.io import tensor_to_image
-from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, source_frame
+from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, is_bundled_model, source_frame
 from gagavatar.reenact.motion import MotionControls, drive
 
 
@@ -69,7 +69,7 @@ class Animator:
     @property
     def uses_bundled_model(self) -> bool:
         """True when the weights are the bundled demonstration model (trained on synthetic heads only)."""
-        return self.checkpoint is not None and Path(self.checkpoint) == bundled(DEFAULT_CHECKPOINT)
+        return self.checkpoint is not None and is_bundled_model(self.checkpoint)
 
     # ------------------------------------------------------------------ once per source
     def source_image(self, video: VideoRecord, frame: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from gagavatar.data.frame import FrameParams
 
 DEFAULT_CHECKPOINT = "demo/tiny.safetensors"  # the bundled demonstration model
 BUNDLED_MODEL_NOTE = (
-    "Note: the bundled model is a small demonstration model trained only on synthetic heads: real photos come out "
+    "The bundled model is a small demonstration model trained only on synthetic heads: real photos come out "
     "blurry and unlike the person. For real results use the released GAGAvatar.pt + FLAME 2020 (README: 'Using the "
     "released GAGAvatar checkpoint'), or personalise it on a video of the person: gagavatar personalize --video CLIP")
 DEMO_DATA = "demo/clips"  # bundled tracked clips: video "source" (1 frame) and "driver"
@@ -27,6 +27,11 @@ DEMO_DATA = "demo/clips"  # bundled tracked clips: video "source" (1 frame) and 
 def bundled(name: str) -> Path:
     """Path of a file shipped in ``gagavatar/assets``."""
     return Path(str(resources.files("gagavatar.assets").joinpath(name)))
+
+
+def is_bundled_model(checkpoint) -> bool:
+    """True when ``checkpoint`` (a path, or None for the default) is the bundled demonstration model."""
+    return checkpoint is None or Path(checkpoint).resolve() == bundled(DEFAULT_CHECKPOINT).resolve()
 
 
 def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None, size: int = 512,
