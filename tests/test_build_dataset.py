@@ -257,7 +257,8 @@ def test_splits_and_shards_are_functions_of_the_name():
         parse_fractions("0.9,0.1")
 
 
-def test_resume_refuses_other_settings(one_run, tmp_path):
+def test_refusals(one_run, tmp_path):
+    """Resuming with other settings or identities, and an input inside the output, are refused."""
     _, one, _ = one_run
     copy = tmp_path / "copy"
     shutil.copytree(one, copy)
@@ -267,3 +268,8 @@ def test_resume_refuses_other_settings(one_run, tmp_path):
     assert result.exit_code == 1 and "built with size=128" in result.output
     result = build(tree, "--out", copy, "--workers", "0", "--size", "128", "--splits", "0.5,0.25,0.25")
     assert result.exit_code == 1 and "an earlier run tracked it as identity 'alice'" in result.output
+    inside = tmp_path / "ds"
+    make_tree(inside / "videos")
+    result = build(inside / "videos", "--out", inside, "--workers", "0", *OPTIONS)
+    assert result.exit_code == 1 and "lies inside --out" in result.output
+    assert len(list((inside / "videos").rglob("*.*"))) == 7  # the input is untouched

@@ -242,7 +242,8 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
         fractions = ()
     if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
         raise ValueError(f"--splits {text!r}: give three non-negative train,val,test fractions, e.g. 0.9,0.05,0.05")
-    return tuple(f / sum(fractions) for f in fractions)
+    total = sum(fractions)
+    return fractions if abs(total - 1.0) < 1e-9 else tuple(f / total for f in fractions)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -610,6 +611,9 @@ def build_dataset(clips: list[Clip], out: str | Path, config: BuildConfig | None
         raise ValueError(f"--size {config.size}: use an even size of at least 64 (the released model uses 512)")
     if shard is not None:
         clips = [c for c in clips if shard_of(c, shard[1]) == shard[0]]
+    inside = next((c for c in clips if Path(c.path).resolve().is_relative_to(out.resolve())), None)
+    if inside is not None:  # its clip folders would be taken for unfinished ones and cleaned
+        raise ValueError(f"{inside.path} lies inside --out {out}; write the dataset to a folder outside the input")
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, config)
     shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # a killed run's work in progress
@@ -626,7 +630,8 @@ def build_dataset(clips: list[Clip], out: str | Path, config: BuildConfig | None
             _check_identity(clip, videos, folder, config)
             summary.skipped += 1
             continue
-        shutil.rmtree(folder, ignore_errors=True)  # half-written by hand or another tool: start over
+        if folder.exists():
+            shutil.rmtree(folder)  # unfinished (by hand or another tool): start over
         if clip.id in earlier_failures and not config.retry_failed:
             summary.failed.append({**earlier_failures[clip.id], "earlier": True})
             continue
