@@ -90,39 +90,36 @@ def find_clips(input: str | Path, identity_map: str | Path | None = None, identi
     if identity_map is not None and identity_level is not None:
         raise ValueError("give --identity-map or --identity-level, not both")
     if source.is_file() and not (gio.is_video(source) or gio.is_image(source)):
-        found = _read_list(source)
+        clips = _read_list(source)
     else:
-        found = _walk(source, {Path(p).resolve() for p in exclude})
-    if not found:
+        clips = _walk(source, {Path(p).resolve() for p in exclude})
+    if not clips:
         raise gio.InputError(f"{source}: no videos ({', '.join(gio.VIDEO_EXTENSIONS)}), image folders or "
                              f"GAGAvatar_track folders found")
-    names = [name for _, name, _, _ in found]
-    dup = sorted(n for n, k in Counter(names).items() if k > 1)
+    count = Counter(c.name for c in clips)
+    dup = sorted(n for n, k in count.items() if k > 1)
     if dup:
-        raise gio.InputError(f"{source}: clip {dup[0]!r} is listed {Counter(names)[dup[0]]} times; list each clip once")
-    ids = video_ids(names)
+        raise gio.InputError(f"{source}: clip {dup[0]!r} is listed {count[dup[0]]} times; list each clip once")
+    clips = [replace(c, id=i) for c, i in zip(clips, video_ids([c.name for c in clips]))]
     if identity_map is not None:
         mapping = read_identity_map(identity_map)
-        identities = [_lookup(mapping, name, vid, path) for (path, name, _, _), vid in zip(found, ids)]
-        missing = [name for (_, name, _, _), ident in zip(found, identities) if ident is None]
+        clips = [replace(c, identity=_lookup(mapping, c)) for c in clips]
+        missing = [c.name for c in clips if c.identity is None]
         if missing:
             raise ValueError(f"{identity_map}: no identity for {len(missing)} clip(s), e.g. {missing[:3]}; add "
                              f"lines 'CLIP<TAB>IDENTITY' with CLIP the path relative to {source}")
     elif identity_level is not None:
-        identities = [_identity_at_level(name, identity_level) for name in names]
-    else:
-        identities = [ident for _, _, _, ident in found]
-    return [Clip(str(path), name, vid, ident, ref)
-            for (path, name, ref, _), vid, ident in zip(found, ids, identities)]
+        clips = [replace(c, identity=_identity_at_level(c.name, identity_level)) for c in clips]
+    return clips
 
 
-def _walk(root: Path, exclude: set[Path]) -> list[tuple[Path, str, bool, None]]:
-    """(path, name, is_reference, None) of every clip below ``root``, sorted by name."""
+def _walk(root: Path, exclude: set[Path]) -> list[Clip]:
+    """Every clip below ``root`` (without ids yet), sorted by name."""
     from gagavatar.data.reference import is_reference_folder
 
     root = root.resolve()
     if root.is_file() or is_reference_folder(root):
-        return [(root, root.name, root.is_dir(), None)]
+        return [Clip(str(root), root.name, "", reference=root.is_dir())]
     found = []
     for folder, dirs, files in os.walk(root):
         folder = Path(folder)
@@ -130,21 +127,21 @@ def _walk(root: Path, exclude: set[Path]) -> list[tuple[Path, str, bool, None]]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (folder / d).resolve() not in exclude
                          and not (folder / d / VIDEO_FILE).is_file())  # a tracked video: our own output
         for d in [d for d in dirs if is_reference_folder(folder / d)]:
-            found.append((folder / d, name(folder / d), True, None))
+            found.append(Clip(str(folder / d), name(folder / d), "", reference=True))
             dirs.remove(d)
         files = sorted(f for f in files if not f.startswith("."))
         if any(gio.is_image(f) for f in files):
-            found.append((folder, name(folder), False, None))
-        found += [(folder / f, name(folder / f), False, None) for f in files if gio.is_video(f)]
-    return sorted(found, key=lambda c: c[1])
+            found.append(Clip(str(folder), name(folder), ""))
+        found += [Clip(str(folder / f), name(folder / f), "") for f in files if gio.is_video(f)]
+    return sorted(found, key=lambda c: c.name)
 
 
-def _read_list(path: Path) -> list[tuple[Path, str, bool, str | None]]:
-    """(path, name, is_reference, identity) of every line of a list file, in its order."""
+def _read_list(path: Path) -> list[Clip]:
+    """The clips of a list file (without ids yet), in its order, with the identity column."""
     from gagavatar.data.reference import is_reference_folder
 
     entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -157,7 +154,7 @@ def _read_list(path: Path) -> list[tuple[Path, str, bool, str | None]]:
     base = path.parent.resolve()
     if not all(p.is_relative_to(base) for p, _ in entries):
         base = Path(os.path.commonpath([p.parent for p, _ in entries]))
-    return [(p, p.relative_to(base).as_posix(), is_reference_folder(p), ident) for p, ident in entries]
+    return [Clip(str(p), p.relative_to(base).as_posix(), "", ident, is_reference_folder(p)) for p, ident in entries]
 
 
 def video_ids(names: list[str]) -> list[str]:
@@ -200,9 +197,11 @@ def read_identity_map(path: str | Path) -> dict[str, str]:
     return mapping
 
 
-def _lookup(mapping: dict[str, str], name: str, video_id: str, path: Path) -> str | None:
+def _lookup(mapping: dict[str, str], clip: Clip) -> str | None:
+    """A clip's identity in a map: by its name, its name without the extension, its id or its full path."""
+    name = clip.name
     stem = str(PurePosixPath(name).with_suffix("")) if gio.is_video(name) or gio.is_image(name) else name
-    for key in (name, stem, video_id, str(path)):
+    for key in (name, stem, clip.id, clip.path):
         if key in mapping:
             return mapping[key]
     return None
