@@ -141,11 +141,12 @@ def kill_and_resume(clips: Path, reference: Path, out: Path, size: int, at: floa
     while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
         time.sleep(0.1)  # its workers notice and quit
     log = out / "build_log.jsonl"
-    before = [json.loads(line)["id"] for line in log.read_text().splitlines()] if log.is_file() else []
+    before = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/video.json")}
+    unlogged = sorted(set(finished) - {e["id"] for e in before})  # killed between the rename and the log line
     leftovers = sorted(p.name for p in (out / ".staging").iterdir()) if (out / ".staging").is_dir() else []
-    print(f"killed after {at:.1f} s: {len(finished)} clips finished, {len(before) - len(finished)} failed, "
-          f"work in progress {leftovers}; rerunning", flush=True)
+    print(f"killed after {at:.1f} s: {len(finished)} clips finished ({len(unlogged)} of them not yet logged), "
+          f"{sum(e['status'] == 'failed' for e in before)} failed, work in progress {leftovers}; rerunning", flush=True)
     done = subprocess.run(command(clips, out, 2, size), env=_env(), capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"rerun failed:\n{done.stderr[-3000:]}")
