@@ -166,10 +166,11 @@ def build_dataset(
 ):
     """Track every clip of a folder tree (or list) into one dataset: parallel, resumable, shardable."""
     from gagavatar.data import build
+    from gagavatar.data.merge import merge_datasets
 
     try:
         if merge:
-            summary = build.merge_datasets(inputs, out, move=move)
+            summary = merge_datasets(inputs, out, move=move)
         else:
             if len(inputs) != 1:
                 raise ValueError(f"give one INPUT (a folder or a list file), got {len(inputs)}; "

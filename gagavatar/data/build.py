@@ -2,7 +2,7 @@
 
     clips = find_clips("videos/", identity_level=1)        # id00012/clip_003.mp4 -> person "id00012"
     build_dataset(clips, "dataset/", BuildConfig(workers=2, splits=(0.9, 0.05, 0.05)))
-    merge_datasets(["shard0/", "shard1/"], "dataset/")      # the datasets of a sharded run
+    merge_datasets(["shard0/", "shard1/"], "dataset/")      # gagavatar.data.merge: a sharded run's datasets
 
 Clips: every video file, every folder holding images (its frames), and every
 GAGAvatar_track output folder (imported with ``import_reference``, not re-tracked).
@@ -19,7 +19,7 @@ kills its process) is recorded in ``build_log.jsonl`` (one line per clip) and
 
 The split of a video is a seeded hash of its identity (``split_of``), so it
 never depends on which other clips, runs or shards there are: shards built
-apart agree, and ``merge_datasets`` verifies that they do.
+apart agree, and ``gagavatar.data.merge.merge_datasets`` verifies that they do.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from gagavatar import io as gio
-from gagavatar.data.format import SPLITS, VIDEO_FILE, DatasetError, _read_json, _write_json, scan_videos, update_index
+from gagavatar.data.format import SPLITS, VIDEO_FILE, DatasetError, _read_json, _write_json, update_index
 
 REPORT_FILE = "build_report.json"   # the run's settings, counts and failed clips
 LOG_FILE = "build_log.jsonl"        # one line per clip outcome, appended as they come (survives a kill)
@@ -747,106 +747,3 @@ def _write_report(out: Path, report: dict, summary: BuildSummary, status: str) -
         "seconds": round(summary.seconds, 2), "frames_per_s": round(summary.frames_per_s, 2),
         "splits": {s: {"videos": v, "identities": i} for s, (v, i) in summary.splits.items()},
         "failed": summary.failed})
-
-
-# ---------------------------------------------------------------------------
-# Merging shards
-# ---------------------------------------------------------------------------
-
-@dataclass
-class MergeSummary:
-    out: Path
-    videos: int                  # videos added by this merge
-    present: int                 # videos already in ``out`` (a resumed merge)
-    failed: list[dict]           # the shards' failed clips
-    moved: bool
-
-    def lines(self) -> list[str]:
-        how = "moved" if self.moved else "copied"
-        return [f"{self.videos} videos {how} into {self.out}"
-                + (f" ({self.present} were there already)" if self.present else "")
-                + f"; {len(self.failed)} clips failed in the shards"
-                + (f" (see {self.out / REPORT_FILE})" if self.failed else "")]
-
-
-def merge_datasets(shards: list[str | Path], out: str | Path, move: bool = False,
-                   progress: bool = True) -> MergeSummary:
-    """Combine the datasets of a sharded run into ``out``.
-
-    Every shard's complete videos are copied (``move=True``: moved, one rename per
-    video on one filesystem) into ``out``, each appearing in one step. Refused before
-    anything is written: a video id in two shards, an identity in two splits, shards
-    built with different settings. A merge that was interrupted is resumed by running it
-    again (videos already in ``out`` with the same frame count are kept).
-    """
-    from tqdm import tqdm
-
-    out = Path(out)
-    shards = [Path(s) for s in shards]
-    if not shards:
-        raise ValueError("--merge needs the shard datasets to merge: --merge SHARD_DIR... --out DATASET")
-    if any(s.resolve() == out.resolve() for s in shards):
-        raise ValueError(f"{out} is one of the shards; merge into a new folder")
-    present = {v.id: v for v in scan_videos(out)} if out.is_dir() else {}
-    owner: dict[str, Path] = {v: out for v in present}
-    split_of_identity = {v.identity: (v.split, out) for v in present.values()}
-    settings, failed, jobs = None, [], []
-    for shard in shards:
-        videos = scan_videos(shard)
-        report = _read_json(shard / REPORT_FILE) if (shard / REPORT_FILE).is_file() else {}
-        if report.get("status") == "running":
-            raise ValueError(f"{shard}: its build did not finish (build_report.json says running); rerun that "
-                             f"shard's build-dataset first")
-        if "settings" in report:
-            if settings is not None and report["settings"] != settings[0]:
-                key = next(k for k in report["settings"] if report["settings"][k] != settings[0].get(k))
-                raise ValueError(f"{shard} was built with {key}={report['settings'][key]!r} but {settings[1]} with "
-                                 f"{settings[0].get(key)!r}; merge shards of one build")
-            settings = settings or (report["settings"], shard)
-        failed += [{**f, "shard": str(shard)} for f in report.get("failed", [])]
-        for v in videos:
-            if v.path in ("", "."):
-                raise DatasetError(f"{shard}: is one video's folder, not a dataset; give the shard's --out folder")
-            if v.id in present:
-                if present[v.id].n_frames != v.n_frames:
-                    raise DatasetError(f"video {v.id!r} is in {out} with {present[v.id].n_frames} frames and in "
-                                       f"{shard} with {v.n_frames}; merge into a new folder")
-                continue
-            if v.id in owner:
-                raise DatasetError(f"video id {v.id!r} is in both {owner[v.id]} and {shard}; shards of one build "
-                                   f"hold different clips - were two shards given the same --shard K/N?")
-            owner[v.id] = shard
-            split, where = split_of_identity.setdefault(v.identity, (v.split, shard))
-            if split != v.split:
-                raise DatasetError(f"identity {v.identity!r} is in split {split!r} in {where} and {v.split!r} in "
-                                   f"{shard}; shards must use the same --splits and --seed")
-            jobs.append((shard, v))
-
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / STAGING_DIR
-    shutil.rmtree(staging, ignore_errors=True)
-    for shard, v in tqdm(jobs, unit="video", desc="merge", disable=not progress):
-        source, target = shard / v.path, out / v.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)  # a folder without video.json: not finished
-        if move:
-            try:
-                os.rename(source, target)
-                continue
-            except OSError:  # another filesystem: copy, then remove the source
-                pass
-        temporary = staging / v.id
-        shutil.copytree(source, temporary)
-        os.rename(temporary, target)
-        if move:
-            shutil.rmtree(source)
-    shutil.rmtree(staging, ignore_errors=True)
-    update_index(out)
-    if move:
-        for shard in shards:
-            update_index(shard)
-    _write_json(out / REPORT_FILE, {"format": "gagavatar-build-report", "status": "merged",
-                                    "merged_from": [str(s) for s in shards],
-                                    "settings": settings[0] if settings else {},
-                                    "failed_count": len(failed), "failed": failed})
-    return MergeSummary(out, len(jobs), len(present), failed, move)
