@@ -191,6 +191,50 @@ def track(
     _done(f"wrote {summary.video_dir}", t0)
 
 
+@app.command("build-dataset")
+def build_dataset(
+    inputs: list[str] = typer.Argument(..., help="a folder tree of videos and image folders (one folder of images "
+                                                 "= one clip), or a list file (one path per line, optionally a tab "
+                                                 "or comma and the identity); with --merge: the shard datasets"),
+    out: str = typer.Option(..., "--out", help="dataset folder to write (docs/data-format.md)"),
+    identity_level: int = typer.Option(None, help="the N-th folder of a clip's path below INPUT (1 = the top one) "
+                                                  "names the person"),
+    identity_map: str = typer.Option(None, help="file of 'CLIP<TAB>IDENTITY' lines (CLIP: path relative to INPUT)"),
+    splits: str = typer.Option("0.9,0.05,0.05", help="train,val,test fractions of the identities"),
+    seed: int = typer.Option(0, help="seed of the identity -> split hash"),
+    workers: int = typer.Option(1, help="tracking processes (0: in this process)"),
+    threads: int = typer.Option(None, help="threads per worker (default: usable cores / workers)"),
+    shard: str = typer.Option(None, help="K/N: track only part K (0..N-1) of N of the clips, into its own --out"),
+    retry_failed: bool = typer.Option(False, help="track clips that failed in an earlier run again"),
+    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)"),
+    frame_format: str = typer.Option("jpg", help="jpg, png or mp4"),
+    smooth: float = typer.Option(0.0, help="smooth head pose and eyes over time (0 off, 1 = reference smoothed.pkl)"),
+    overlay: bool = typer.Option(False, help="also write each clip's overlay.mp4 of the fit"),
+    head_model: str = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)"),
+    landmark_embedding: str = typer.Option(None, help="MediaPipe landmark embedding for --head-model"),
+    merge: bool = typer.Option(False, "--merge", help="merge the shard datasets given as INPUTS into --out"),
+    move: bool = typer.Option(False, help="with --merge: move the shards' video folders instead of copying them"),
+):
+    """Track every clip of a folder tree (or list) into one dataset: parallel, resumable, shardable."""
+    from gagavatar.tracking import build
+    from gagavatar.tracking.merge import merge_datasets
+
+    if merge:
+        summary = merge_datasets(inputs, out, move=move)
+    else:
+        if len(inputs) != 1:
+            raise ValueError(f"give one INPUT (a folder or a list file), got {len(inputs)}; "
+                             f"to combine shard datasets add --merge")
+        config = build.BuildConfig(size=size, frame_format=frame_format, smooth=smooth, overlay=overlay,
+                                   head_model=head_model, landmark_embedding=landmark_embedding,
+                                   splits=build.parse_fractions(splits), seed=seed, workers=workers,
+                                   threads=threads, retry_failed=retry_failed)
+        clips = build.find_clips(inputs[0], identity_map, identity_level, exclude=(out,))
+        summary = build.build_dataset(clips, out, config, shard=build.parse_shard(shard) if shard else None,
+                                      input=inputs[0])
+    typer.echo("\n".join(summary.lines()))
+
+
 _CHECKPOINT = typer.Option(None, help="checkpoint: ours (.safetensors) or the released GAGAvatar.pt "
                                       "(default: the bundled tiny model)")
 _HEAD = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -132,7 +133,7 @@ class DatasetIndex:
     @classmethod
     def load(cls, root: str | os.PathLike) -> "DatasetIndex":
         path = Path(root) / INDEX_FILE
-        d = _read_json(path)
+        d = read_json(path)
         if d.get("format") != FORMAT_NAME:
             raise DatasetError(f"{path}: not a {FORMAT_NAME} index (format={d.get('format')!r})")
         if d.get("version") != FORMAT_VERSION:
@@ -144,27 +145,43 @@ class DatasetIndex:
 
     def save(self, root: str | os.PathLike) -> Path:
         path = Path(root) / INDEX_FILE
-        _write_json(path, {"format": self.format, "version": self.version,
+        write_json(path, {"format": self.format, "version": self.version,
                            "videos": [asdict(v) for v in self.videos]})
         return path
 
 
-def update_index(root: str | os.PathLike) -> DatasetIndex:
-    """Rebuild ``root/index.json`` from every ``video.json`` below ``root``.
+def scan_videos(root: str | os.PathLike) -> list[VideoInfo]:
+    """The complete videos below ``root``: every ``video.json``, its ``path`` set to where it lies.
 
-    Writers (one per video, possibly in parallel processes) only write their own
-    folder; one call here at the end lists them all. Videos are sorted by id.
+    Hidden folders (``.name``: a writer's work in progress) are not part of the dataset,
+    and a video's own frames/ and mattes/ are not searched (a dataset of 15,000 clips
+    holds millions of frame files).
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"{root}: dataset folder does not exist")
     videos = []
-    for vj in sorted(root.rglob(VIDEO_FILE)):
-        info = VideoInfo.from_dict(_read_json(vj), str(vj))
-        info.path = vj.parent.relative_to(root).as_posix()
-        videos.append(info)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and not (VIDEO_FILE in files and d in (FRAMES_DIR, MATTES_DIR))]
+        if VIDEO_FILE in files:
+            vj = Path(folder) / VIDEO_FILE
+            info = VideoInfo.from_dict(read_json(vj), str(vj))
+            info.path = vj.parent.relative_to(root).as_posix()
+            videos.append(info)
+    return sorted(videos, key=lambda v: v.path)
+
+
+def update_index(root: str | os.PathLike) -> DatasetIndex:
+    """Rebuild ``root/index.json`` from every ``video.json`` below ``root`` (``scan_videos``).
+
+    Writers (one per video, possibly in parallel processes) only write their own
+    folder; one call here at the end lists them all. Videos are sorted by id.
+    """
+    root = Path(root)
+    videos = scan_videos(root)
     ids = [v.id for v in videos]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)  # Counter: ids.count is quadratic
     if dup:
         raise DatasetError(f"{root}: video ids {dup} appear in more than one {VIDEO_FILE}")
     index = DatasetIndex(sorted(videos, key=lambda v: v.id))
@@ -366,7 +383,7 @@ class VideoWriter:
         arrays = validate_params(params, self.info.n_frames, f"params of video {self.info.id!r}")
         with atomic_path(self.folder / PARAMS_FILE) as tmp:
             np.savez(tmp, **arrays)
-        _write_json(self.folder / VIDEO_FILE, asdict(self.info))  # last: marks the video complete
+        write_json(self.folder / VIDEO_FILE, asdict(self.info))  # last: marks the video complete
         return self.info
 
 
@@ -414,7 +431,7 @@ class VideoRecord:
     def open(cls, folder: str | os.PathLike) -> "VideoRecord":
         """One video folder on its own (its ``video.json``), without the dataset's index."""
         folder = Path(folder)
-        info = VideoInfo.from_dict(_read_json(folder / VIDEO_FILE), str(folder / VIDEO_FILE))
+        info = VideoInfo.from_dict(read_json(folder / VIDEO_FILE), str(folder / VIDEO_FILE))
         return cls(folder.parent, replace(info, path=folder.name))
 
     def __repr__(self) -> str:
@@ -574,7 +591,7 @@ def _read_image(path: Path, mode: str) -> np.ndarray:
                            f"regenerate or re-track this video") from e
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path}: file not found" + (
             " - is this a dataset folder? (run update_index(root) after writing videos)"
@@ -588,6 +605,6 @@ def _read_json(path: Path) -> dict:
     return d
 
 
-def _write_json(path: Path, d: dict) -> None:
+def write_json(path: Path, d: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(d, indent=1) + "\n")

@@ -95,8 +95,8 @@ def _nearest_tracked(valid_idx: np.ndarray, n: int) -> np.ndarray:
 
 def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 512, smooth: float = 0.0,
           reference_format: bool = False, video_id: str | None = None, split: str = "train",
-          overlay: bool = True, frame_format: str = "jpg", fit_config: FitConfig | None = None,
-          box_smoothing: float | None = None, max_frames: int | None = None,
+          identity: str | None = None, overlay: bool = True, frame_format: str = "jpg",
+          fit_config: FitConfig | None = None, box_smoothing: float | None = None, max_frames: int | None = None,
           progress: bool = True) -> TrackSummary:
     """Track ``input`` (image, folder of images, or video) into the dataset ``out_dir``.
 
@@ -108,6 +108,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     frame's head box (default: 0.03 for videos as the reference; 1, i.e. none,
     for images and folders, as the reference's frame-folder script).
     max_frames: track only the first frames (a quick look at a long video).
+    identity: the person (default: the video id); ``split`` follows it in a dataset.
     Frames without a face are kept (valid=False) and reported, not fatal.
     """
     from gagavatar.head import HeadModel
@@ -139,7 +140,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     segmenter = Segmenter()
     framer = framing.Framer(segmenter, size, box_smoothing if box_smoothing is not None
                             else (framing.BOX_EMA if is_video else 1.0))
-    writer = VideoWriter(out_dir, video_id, identity=video_id, split=split, width=size, height=size,
+    writer = VideoWriter(out_dir, video_id, identity=identity or video_id, split=split, width=size, height=size,
                          head_model=_head_name(head), frame_format=frame_format, fps=fps, source=source.name)
     lmdb = (refmt.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size, video=video_id)
             if reference_format else None)
