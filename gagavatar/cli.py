@@ -73,11 +73,17 @@ def _notice_bundled(animator) -> None:
 def train(
     data: str = typer.Option(..., help="dataset folder (docs/data-format.md)"),
     out: str = typer.Option(..., help="run folder: checkpoints, samples, metrics, model.safetensors"),
-    preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
+    preset: str = typer.Option(None, help="model preset: tiny, small or paper (default: tiny, or --init's)"),
+    init: str = typer.Option(None, help="start from this checkpoint's weights (ours, the released GAGAvatar.pt, "
+                                        "a run folder), with a fresh optimizer; --resume continues a run instead"),
     resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
     overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
                                                 "run's checkpoints, model, metrics, samples and config first"),
     max_steps: int = typer.Option(200_000, help="total optimisation steps"),
+    max_minutes: float = typer.Option(None, help="stop after this much training time and write the model"),
+    frames: str = typer.Option(None, help="START:STOP: train on these frames of each video only (holds out the rest)"),
+    freeze: list[str] = typer.Option([], help="keep a part fixed besides the backbone: decoder, expression, "
+                                              "lifting, refiner (repeatable)"),
     batch_size: int = typer.Option(8, help="samples per step and process"),
     lr: float = typer.Option(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)"),
     lr_decay_steps: int = typer.Option(200_000, help="steps of the linear decay to 0.1x"),
@@ -96,13 +102,25 @@ def train(
     from gagavatar.train.trainer import TrainConfig
     from gagavatar.train.trainer import train as run_training
 
-    cfg = TrainConfig(data=data, out=out, preset=preset, ablations=tuple(ablation), max_steps=max_steps,
+    cfg = TrainConfig(data=data, out=out, preset=preset, init=init, freeze=tuple(freeze), frames=_range(frames),
+                      max_minutes=max_minutes, ablations=tuple(ablation), max_steps=max_steps,
                       batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps,
                       perceptual_weights=perceptual_weights, backbone_weights=backbone_weights,
                       head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
                       sample_every=sample_every, num_workers=num_workers, seed=seed,
                       model=_overrides(model))
     run_training(cfg, resume=resume, overwrite=overwrite)
+
+
+def _range(text: str | None) -> tuple[int, int] | None:
+    """"START:STOP" -> (START, STOP)."""
+    if text is None:
+        return None
+    start, sep, stop = text.partition(":")
+    try:
+        return int(start), int(stop)
+    except ValueError:
+        raise typer.BadParameter(f"give frames as START:STOP (e.g. 0:200), got {text!r}") from None
 
 
 def _overrides(items: list[str]) -> dict:

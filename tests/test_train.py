@@ -31,8 +31,8 @@ def dataset(tmp_path_factory):
 
 
 def config(dataset, out, **kw):
-    return TrainConfig(data=str(dataset), out=str(out), model=SMALL_MODEL, batch_size=2, max_steps=4,
-                       checkpoint_every=2, sample_every=2, log_every=1, **kw)
+    return TrainConfig(**{"data": str(dataset), "out": str(out), "model": SMALL_MODEL, "batch_size": 2, "max_steps": 4,
+                          "checkpoint_every": 2, "sample_every": 2, "log_every": 1, **kw})
 
 
 def test_sampler_is_a_function_of_step_and_rank():
@@ -161,3 +161,51 @@ def test_cli_errors_name_the_problem(dataset, tmp_path):
         result = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--max-steps", "1", *args])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_init_starts_from_the_checkpoint_not_from_random_weights(dataset, tmp_path):
+    """The first step's loss (logged before its update) is the checkpoint's own loss on that batch."""
+    import json
+
+    from gagavatar.model import load
+
+    first = train(config(dataset, tmp_path / "first", max_steps=2))  # a checkpoint with trained weights
+    run = train(TrainConfig(data=str(dataset), out=str(tmp_path / "init"), init=str(first), batch_size=2,
+                            max_steps=1, checkpoint_every=1, sample_every=100, log_every=1))
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert json.loads((run / "config.json").read_text())["init"] == str(first)  # what it started from
+
+    model = load(first)
+    data = PairDataset(dataset, size=model.config.render_size, length=2)  # as the run's: 1 step x batch 2
+    batch = collate([data[i] for i in batch_indices(0, len(data), 2, seed=0)])
+    with torch.no_grad():
+        out = model(batch["source_image"], batch["source"].camera, batch["target"].vertices(load_head_model(None)),
+                    batch["target"].camera)
+        loss, _ = GAGAvatarLoss(LossConfig())(out.coarse, out.fine, batch["target_image"], batch["target_bbox"],
+                                               out.vertices, out.lifted_points)
+    assert logged["step"] == 1 and logged["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    fresh = train(config(dataset, tmp_path / "fresh", max_steps=1))  # a new network's first loss differs
+    assert json.loads((fresh / "metrics.jsonl").read_text().splitlines()[0])["loss"] != pytest.approx(loss.item(),
+                                                                                                  rel=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "paper"], "holds a 'tiny' model, not --preset paper"),
+    (["--head-model", "{flame}"], "head model with"),
+    (["--model", "plane_size=8"], "--init takes the network from its checkpoint"),
+])
+def test_init_with_the_wrong_preset_or_head_model_is_one_line(dataset, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from gagavatar.cli import app
+    from gagavatar.head import HeadModel
+    from gagavatar.tools.build_head import synthetic_head_model
+
+    first = train(config(dataset, tmp_path / "first", max_steps=1))
+    other_head = tmp_path / "other_head.npz"
+    synthetic_head_model(seed=3, n_vertices=1500, n_shape=30, n_expression=25).save(other_head)
+    assert HeadModel.load(other_head).n_vertices == 1500
+    result = CliRunner().invoke(app, ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--init",
+                                      str(first), "--max-steps", "1"] + [a.format(flame=other_head) for a in args])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -42,6 +42,8 @@ class PairDataset(torch.utils.data.Dataset):
         source_frame: "random" (any other valid frame) or "first" (the first valid
             frame of the source video, as the reference evaluates); default "random"
             for train and "first" for val/test.
+        frames: (start, stop): only frames start <= i < stop of each video are sources or
+            targets (personalising holds out a clip's end this way); None: all.
 
     A sample is a dict (``collate`` batches them):
         source_image, target_image [3, S, S] in [0, 1], composited on ``background``
@@ -53,7 +55,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", mode: str = "self",
                  size: int | None = None, background=(0.0, 0.0, 0.0), seed: int = 0,
-                 length: int | None = None, source_frame: str | None = None):
+                 length: int | None = None, source_frame: str | None = None, frames: tuple[int, int] | None = None):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}; use one of {SPLITS}")
         if mode not in MODES:
@@ -74,11 +76,15 @@ class PairDataset(torch.utils.data.Dataset):
         self.source_frame, self.length = source_frame, length
         self.background = tuple(float(c) for c in np.broadcast_to(np.asarray(background, float), (3,)))
         self.epoch = 0
-        # Valid frames of every video (reads each small params.npz once).
-        self.valid_frames = [np.flatnonzero(v.params["valid"]) for v in self.videos]
+        def usable(video) -> np.ndarray:  # valid frames within ``frames`` (reads each small params.npz once)
+            valid = np.flatnonzero(video.params["valid"])
+            return valid if frames is None else valid[(valid >= frames[0]) & (valid < frames[1])]
+
+        self.valid_frames = [usable(v) for v in self.videos]
         self.targets = [(vi, int(f)) for vi, frames in enumerate(self.valid_frames) for f in frames]
         if not self.targets:
-            raise ValueError(f"{self.dataset.root}: split {split!r} has no valid frames")
+            raise ValueError(f"{self.dataset.root}: split {split!r} has no valid frames"
+                             + (f" in frames {frames[0]}..{frames[1] - 1}" if frames is not None else ""))
         self.identities = sorted({v.identity for v in self.videos})
         if mode == "cross":
             if len(self.identities) < 2:

@@ -53,10 +53,14 @@ class TrainConfig:
 
     data: str = ""
     out: str = "runs/tiny"
-    preset: str = "tiny"
+    preset: str | None = None         # tiny, small or paper; None: "tiny", or the --init checkpoint's
     model: dict = field(default_factory=dict)  # model-config fields overriding the preset's
     ablations: tuple[str, ...] = ()
+    init: str | None = None           # start from this checkpoint's weights (ours, GAGAvatar.pt, a run folder)
+    freeze: tuple[str, ...] = ()      # modules kept as they are besides the backbone (e.g. "decoder")
+    frames: tuple[int, int] | None = None  # train on frames start <= i < stop of each video only
     max_steps: int = 200_000
+    max_minutes: float | None = None  # stop (and write the model) after this much training time
     batch_size: int = 8
     lr: float = 1e-4
     low_lr_factor: float = 0.1        # style MLP and final linear of the refiner (reference)
@@ -94,10 +98,22 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be 0 (off) or a positive number, got {self.grad_clip}")
         if self.num_workers < 0:
             raise ValueError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ValueError(f"--max-minutes must be a positive number, got {self.max_minutes}")
+        if self.frames is not None and not (0 <= self.frames[0] < self.frames[1]):
+            raise ValueError(f"--frames START:STOP needs 0 <= START < STOP, got {self.frames}")
+        if self.init is not None and (self.model or self.ablations):
+            raise ValueError("--init takes the network from its checkpoint; --model and --ablation would change it: "
+                             "leave them out")
+        unknown = sorted(set(self.freeze) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"--freeze {unknown}: choose from {list(FREEZABLE)}")
 
 
 # Settings that decide the network's shape: a run resumed with others would load the wrong weights.
-ARCHITECTURE = ("preset", "model", "ablations", "head_model")
+ARCHITECTURE = ("preset", "model", "ablations", "head_model", "init")
+# What --freeze may keep fixed (the backbone always is): the network's parts
+FREEZABLE = ("decoder", "expression", "lifting", "refiner")
 
 
 def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -119,6 +135,8 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
             stored = {}  # unreadable: the checkpoint itself decides (a mismatch fails when loading)
         ours = json.loads(cfg.to_json())
         for name in ARCHITECTURE:
+            if name == "preset" and ours[name] is None:
+                continue  # not given: the run's own
             if name in stored and stored[name] != ours[name]:
                 raise ValueError(f"{run} was trained with {name}={stored[name]!r}, not {ours[name]!r}: resume it with "
                                  f"the same setting, or start again with --overwrite")
@@ -167,25 +185,46 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     return optimizer, scheduler
 
 
-def load_perceptual(path: str | None):
-    if path is None:
-        console.print("[yellow]Perceptual loss off: no perceptual weights given (--perceptual-weights "
-                      "GAGAvatar.pt enables it; see README 'Using the released GAGAvatar checkpoint').[/yellow]")
-        return None
+def load_perceptual(path: str | None, model=None):
+    """The perceptual loss: from ``path``, else from the network's own checkpoint when it carries
+    the released perceptual network (GAGAvatar.pt does), else off (said once)."""
     from gagavatar.perceptual import FacePerceptualLoss, load_perceptual_state
 
-    return FacePerceptualLoss.from_state_dict(load_perceptual_state(path))
+    if path is not None:
+        return FacePerceptualLoss.from_state_dict(load_perceptual_state(path))
+    if model is not None and model.perceptual_state:
+        return FacePerceptualLoss.from_state_dict(model.perceptual_state)
+    console.print("[yellow]Perceptual loss off: no perceptual weights given (--perceptual-weights "
+                  "GAGAvatar.pt enables it; see README 'Using the released GAGAvatar checkpoint').[/yellow]")
+    return None
 
 
 def build_model(cfg: TrainConfig, n_vertices: int):
-    from gagavatar.model import create_model
+    """The network to train: new from the preset (and ablations), or the ``--init`` checkpoint's
+    (the same preset and head model, or one clear line)."""
+    from gagavatar.model import create_model, load
 
-    overrides = {**cfg.model, "n_vertices": n_vertices}
-    for name in cfg.ablations:
-        if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
-        overrides.update(ABLATIONS[name])
-    return create_model(cfg.preset, backbone_weights=cfg.backbone_weights, **overrides)
+    if cfg.init is not None:
+        model = load(cfg.init)
+        if cfg.preset is not None and cfg.preset != model.config.name:
+            raise ValueError(f"--init {cfg.init} holds a '{model.config.name}' model, not --preset {cfg.preset}: "
+                             f"leave --preset out (the checkpoint decides) or start from another checkpoint")
+        if model.config.n_vertices != n_vertices:
+            raise ValueError(f"--init {cfg.init} was made for a head model with {model.config.n_vertices} vertices, "
+                             f"the head model here has {n_vertices}: pass the one it was trained with (--head-model)")
+    else:
+        overrides = {**cfg.model, "n_vertices": n_vertices}
+        for name in cfg.ablations:
+            if name not in ABLATIONS:
+                raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+            overrides.update(ABLATIONS[name])
+        model = create_model(cfg.preset or "tiny", backbone_weights=cfg.backbone_weights, **overrides)
+    for name in cfg.freeze:
+        parts = ("lifting_front", "lifting_back") if name == "lifting" else (name,)
+        for part in parts:
+            if getattr(model, part, None) is not None:
+                getattr(model, part).requires_grad_(False)
+    return model
 
 
 def to_device(batch: dict, device) -> dict:
@@ -206,7 +245,8 @@ def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
 
 
 def plot_losses(metrics_path: Path, out_path: Path) -> None:
-    """loss.png: every logged term against the step (log scale)."""
+    """loss.png: every logged loss term against the step (log scale), and PSNR: the training
+    batches' and any evaluation's (e.g. held-out frames)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,16 +254,18 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
 
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
         if metrics_path.is_file() else []
-    if not rows:
+    train = [r for r in rows if "loss" in r]
+    evaluated = [r for r in rows if "loss" not in r]
+    if not train:
         return
-    keys = [k for k in rows[-1] if k.startswith("loss") or k == "psnr"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for k in keys:
-        if k != "psnr":
-            axes[0].plot([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k)
+    for k in sorted({k for r in train for k in r if k.startswith("loss")}):
+        axes[0].plot([r["step"] for r in train if k in r], [r[k] for r in train if k in r], label=k)
     axes[0].set_yscale("log"), axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
-    axes[1].plot([r["step"] for r in rows], [r["psnr"] for r in rows]), axes[1].set_title("train PSNR (dB)")
-    axes[1].set_xlabel("step")
+    axes[1].plot([r["step"] for r in train], [r["psnr"] for r in train], label="train batches")
+    for k in sorted({k for r in evaluated for k in r if "psnr" in k}):
+        axes[1].plot([r["step"] for r in evaluated if k in r], [r[k] for r in evaluated if k in r], "o-", label=k)
+    axes[1].set_title("PSNR (dB)"), axes[1].set_xlabel("step"), axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
@@ -253,12 +295,15 @@ def _say(line: str, style: str | None = None) -> None:
     console.print(line, style=style, soft_wrap=True, markup=False, highlight=False)
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evaluate=None) -> Path:
     """Run (or resume) training; returns the run folder.
 
     A folder that holds another run is refused unless ``resume`` (continue it from its
     newest intact checkpoint; its metrics after that step are dropped) or ``overwrite``
-    (its files are deleted first: ``state.clear_run``)."""
+    (its files are deleted first: ``state.clear_run``). ``cfg.init`` starts from a
+    checkpoint's weights with a fresh optimizer (``resume`` continues this run instead).
+    ``evaluate(model) -> {name: value}`` (e.g. held-out PSNR) runs at every checkpoint on
+    rank 0; its values go into metrics.jsonl and the progress bar."""
     from gagavatar.data.pairs import PairDataset, collate
     from gagavatar.io import check_writable
     from gagavatar.model import save
@@ -280,9 +325,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
     model = build_model(cfg, head.n_vertices).to(ctx.device)
     size = model.config.render_size
     dataset = PairDataset(cfg.data, split="train", mode="self", size=size, seed=cfg.seed,
-                          length=cfg.max_steps * cfg.batch_size * ctx.world_size)
+                          length=cfg.max_steps * cfg.batch_size * ctx.world_size, frames=cfg.frames)
     optimizer, scheduler = make_optimizer(model, cfg)
-    loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights)).to(ctx.device)
+    loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights, model)).to(ctx.device)
     use_lifting = "no_lifting_loss" not in cfg.ablations
 
     start = 0
@@ -300,8 +345,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
         if resume:
             truncate_metrics(run / "metrics.jsonl", start)  # the rows after it are being redone
         if last is None:
-            with atomic_path(run / "config.json") as tmp:
-                tmp.write_text(cfg.to_json())
+            with atomic_path(run / "config.json") as tmp:  # what this run is, and what it started from
+                tmp.write_text(dataclasses.replace(cfg, preset=model.config.name).to_json())
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) \
         if ctx.enabled else model
@@ -322,7 +367,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
     from tqdm import tqdm
 
     model.train()
-    step, skipped, t0 = start, 0, time.perf_counter()
+    step, skipped, t0, scores, out_of_time = start, 0, time.perf_counter(), {}, False
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
     try:
         for batch in loader:
@@ -351,14 +396,23 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
                     console.print(f"[red]step {step}: gradient norm is {grad_norm.item()}, step skipped[/red]")
             scheduler.step()
             step += 1
+            # a time budget ends the run where a step count would (every rank stops at the same step)
+            out_of_time = cfg.max_minutes is not None and ctx.all_true(
+                torch.tensor(time.perf_counter() - t0 > cfg.max_minutes * 60))
+            last_step = step == cfg.max_steps or out_of_time
 
             if ctx.is_main:
                 with output_errors(metrics_path):  # a full disk: one line naming the device
                     train_psnr = psnr(out.fine.detach().float(), batch["target_image"]).mean().item()
+                    if evaluate is not None and (step % cfg.checkpoint_every == 0 or last_step):
+                        scores = evaluate(model)
+                        model.train()
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps({"step": step, **scores}) + "\n")
                     bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{train_psnr:.2f}",
-                                    **{k: f"{v.item():.4f}" for k, v in terms.items()})
+                                    **{k: f"{v:.2f}" for k, v in scores.items()})
                     bar.update(1)
-                    if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    if step % cfg.log_every == 0 or last_step:
                         row = {"step": step, "loss": loss.item(), "psnr": train_psnr, "lr": scheduler.get_last_lr()[0],
                                "it_per_s": (step - start) / (time.perf_counter() - t0), "skipped": skipped,
                                **{f"loss_{k}": v.item() for k, v in terms.items()}}
@@ -368,16 +422,18 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
                             for k, v in row.items():
                                 if k != "step":
                                     writer.add_scalar(k, v, step)
-                    if step % cfg.sample_every == 0 or step == cfg.max_steps:
+                    if step % cfg.sample_every == 0 or last_step:
                         sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
-                    if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                    if step % cfg.checkpoint_every == 0 or last_step:
                         save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
                         plot_losses(metrics_path, run / "loss.png")
-            if step % cfg.checkpoint_every == 0:
+            if step % cfg.checkpoint_every == 0 or last_step:
                 ctx.barrier()  # other ranks wait while rank 0 writes
+            if out_of_time:
+                break
     finally:
         bar.close()  # before any error message, so it starts on a line of its own
-    if ctx.is_main and step >= cfg.max_steps:
+    if ctx.is_main and (step >= cfg.max_steps or out_of_time):
         save(model, run / "model.safetensors")
         console.print(f"Done: {step} steps, {skipped} skipped; model at {run / 'model.safetensors'}")
     if ctx.enabled:
