@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
@@ -137,6 +138,33 @@ def _overrides(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+@app.command()
+def personalize(
+    video: str = typer.Option(..., help="a short video of the person (or a folder that `gagavatar track` wrote)"),
+    out: str = typer.Option("person.safetensors", help="the personalised checkpoint (person.json and person.png "
+                                                        "beside it: the held-out report)"),
+    checkpoint: str = typer.Option(None, help="the model to start from: ours, the released GAGAvatar.pt, a run "
+                                              "folder (default: the bundled tiny model)"),
+    head_model: str = typer.Option(None, help="the head model that checkpoint was trained with"),
+    minutes: float = typer.Option(None, help="training time (default 10 unless --steps)"),
+    steps: int = typer.Option(None, help="training steps instead of a time budget"),
+    holdout: float = typer.Option(0.15, help="the clip's last fraction of frames, held out to measure on"),
+    lr: float = typer.Option(3e-4, help="learning rate"),
+    batch_size: int = typer.Option(4, help="pairs per step"),
+    freeze: list[str] = typer.Option([], help="keep a part as it is: decoder, expression, lifting, refiner"),
+):
+    """Fine-tune the one-shot network on a video of one person; reports held-out PSNR before and after.
+    Interrupted, it continues where it stopped when run again."""
+    from gagavatar.train.personalize import PersonalizeConfig
+    from gagavatar.train.personalize import personalize as run
+
+    t0 = time.perf_counter()
+    report = run(PersonalizeConfig(video=video, out=out, checkpoint=checkpoint, head_model=head_model,
+                                   minutes=minutes, steps=steps, holdout=holdout, lr=lr, batch_size=batch_size,
+                                   freeze=tuple(freeze)), say=lambda line: typer.echo(line, err=True))
+    _done(f"wrote {out}, {Path(out).with_suffix('.json')}, {report['contact_sheet']}", t0)
 
 
 @app.command("convert-official")

@@ -488,7 +488,7 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
         "unavailable": {k: v for k, v in unavailable.items() if v},
         "definitions": DEFINITIONS, "rows": rows,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False))
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
     write_report(result, out_dir / "report.md", grid="grid.png")
     write_grid(evaluator.example_inputs, examples, [m.name for m in methods], out_dir / "grid.png")
     return result
@@ -507,12 +507,12 @@ DEFINITIONS = {
 }
 
 
-def _jsonable(x):
+def jsonable(x):
     """JSON without NaN/Infinity literals: non-finite floats become the strings "inf", "-inf", "nan"."""
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (float, np.floating)):
         x = float(x)
         return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))

@@ -8,6 +8,7 @@ is how every checkpoint (ours or the release) becomes a network.
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import torch
@@ -50,8 +51,9 @@ def build_from_state(state: dict[str, Tensor], config: ModelConfig | None = None
     return model
 
 
-def save(model, path: str | Path) -> Path:
-    """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically."""
+def save(model, path: str | Path, info: dict | None = None) -> Path:
+    """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically; ``info`` (JSON) is kept
+    in the metadata (e.g. what a personalised model was made from: ``checkpoint_info``)."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -59,6 +61,8 @@ def save(model, path: str | Path) -> Path:
     if model.perceptual_state:
         tensors.update({k: v.contiguous().cpu() for k, v in model.perceptual_state.items()})
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    if info:
+        metadata["info"] = json.dumps(info, sort_keys=True)
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
@@ -67,6 +71,11 @@ def save(model, path: str | Path) -> Path:
                 raise OSError(errno.ENOSPC, str(e)) from None
             raise
     return Path(path)
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """The ``info`` a checkpoint was saved with ({} when none)."""
+    return json.loads(read_safetensors_metadata(path).get("info", "{}"))
 
 
 def is_gagavatar_checkpoint(path: str | Path) -> bool:

@@ -194,8 +194,8 @@ def load_perceptual(path: str | None, model=None):
         return FacePerceptualLoss.from_state_dict(load_perceptual_state(path))
     if model is not None and model.perceptual_state:
         return FacePerceptualLoss.from_state_dict(model.perceptual_state)
-    console.print("[yellow]Perceptual loss off: no perceptual weights given (--perceptual-weights "
-                  "GAGAvatar.pt enables it; see README 'Using the released GAGAvatar checkpoint').[/yellow]")
+    _say("Perceptual loss off: no perceptual weights given (--perceptual-weights GAGAvatar.pt enables it; see "
+         "README 'Using the released GAGAvatar checkpoint').", "yellow")
     return None
 
 
