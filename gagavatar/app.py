@@ -168,6 +168,19 @@ class Studio:
             self._animator = Animator.load(self.checkpoint, self.head_model, device=self.device)
         return self._animator
 
+    def personalise(self, video: Path, minutes: float) -> dict:
+        """Fine-tune the current model on ``video`` (``gagavatar personalize``); from then on the
+        studio drives the personalised model. Returns the report, with ``checkpoint``."""
+        from gagavatar.train.personalize import PersonalizeConfig, personalize
+
+        folder = self.root / "personal"  # kept while the app runs (run folders are cleaned after an hour)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="personal-", dir=folder)) / f"{Path(video).stem}.safetensors"
+        report = personalize(PersonalizeConfig(video=str(video), out=str(out), checkpoint=self.checkpoint,
+                                               head_model=self.head_model, minutes=minutes), say=log.info)
+        self.checkpoint, self._animator = str(out), None
+        return report | {"checkpoint": str(out)}
+
     def _new_run_dir(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         for old in self.root.glob("run-*"):
@@ -293,6 +306,24 @@ def build_app(studio: Studio, startup_error: str | None = None):
         return (str(out.overlay), str(out.side_by_side), str(out.orbit),
                 [str(out.reenacted), str(out.orbit), str(out.ply)], out.message())
 
+    def personalise(video_files, minutes, progress=gr.Progress(track_tqdm=True)):
+        """Fine-tune the model on a video of the person; later runs use the personalised model."""
+        video = source_path(video_files)
+        try:
+            if video is None:
+                raise AppError("no video: upload a short video of the person (a selfie clip, an interview)")
+            report = studio.personalise(video, float(minutes))
+        except Exception as e:  # noqa: BLE001 - the same user errors as animate
+            if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError)):
+                raise
+            log.warning("personalise failed: %s", e)
+            raise gr.Error(_clear_message(e, [video.parent] if video else []), duration=None,
+                           title="Could not personalise", print_exception=False) from None
+        message = (f"Personalised in {report['total_seconds'] / 60:.1f} min ({report['steps']} steps): held-out "
+                   f"PSNR {report['heldout_psnr_before']:.2f} -> {report['heldout_psnr_after']:.2f} dB. "
+                   f"Animate now uses this model.")
+        return message, report["contact_sheet"], [report["checkpoint"]]
+
     with gr.Blocks(title="GAGAvatar", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         if studio.uses_bundled_model:
@@ -321,6 +352,14 @@ def build_app(studio: Studio, startup_error: str | None = None):
                     background = gr.ColorPicker("#000000", label="Background (render and matte)")
                 run = gr.Button("Animate", variant="primary", elem_id="run")
                 examples_slot = gr.Column()
+                with gr.Accordion("Personalise (optional): train on a video of the person", open=False):
+                    personal_video = gr.File(label="A short video of the person in the photo", elem_id="personal-video")
+                    minutes = gr.Slider(0.1, 15, value=5, step=0.1, label="Minutes of training")
+                    personal_run = gr.Button("Personalise", elem_id="personalise")
+                    personal_status = gr.Markdown("", elem_id="personal-status")
+                    personal_sheet = gr.Image(label="Held-out frames: truth | one-shot | personalised", type="filepath",
+                                              interactive=False, elem_id="personal-sheet")
+                    personal_model = gr.File(label="The personalised model", interactive=False, elem_id="personal-model")
             with gr.Column(scale=3):
                 status = gr.Markdown("", elem_id="status")
                 overlay = gr.Image(label="Tracked source (crop | fitted mesh)", type="filepath", interactive=False,
@@ -340,6 +379,9 @@ def build_app(studio: Studio, startup_error: str | None = None):
         # so the example (which presses Animate itself) and a user's press never queue a duplicate
         run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate",
                   trigger_mode="once")
+
+        personal_run.click(personalise, [personal_video, minutes], [personal_status, personal_sheet, personal_model],
+                           api_name="personalise", concurrency_limit=1, concurrency_id="animate", trigger_mode="once")
 
         example = example_inputs(studio.root / "examples")
         if example is not None:

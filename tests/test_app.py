@@ -268,6 +268,13 @@ def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_p
     ply = read_ply(next(d for d in downloads if d.endswith(".ply")))
     assert ply["means"].shape == (load(checkpoint).config.n_gaussians, 3)
 
+    # personalise on the clip (a few seconds of training), then animate with the personalised model
+    message, sheet, model = client.predict(handle_file(str(media["clip"])), 0.1, api_name="/personalise")
+    assert "held-out PSNR" in message and Path(sheet).is_file() and Path(model[0]).suffix == ".safetensors"
+    overlay, side_by_side, orbit, downloads, message = client.predict(
+        handle_file(str(media["photo"])), [handle_file(str(media["clip"]))], *controls, api_name="/animate")
+    assert f"{media['n_frames']} frames" in message
+
     with pytest.raises(AppError, match="Unreadable file: broken.png"):
         client.predict(handle_file(str(media["broken"])), [handle_file(str(media["clip"]))], *controls,
                        api_name="/animate")

@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from gagavatar.data.pairs import PairDataset
 from gagavatar.reenact import DEMO_DATA, Animator, bundled
