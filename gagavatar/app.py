@@ -30,7 +30,6 @@ import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import zipfile  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -52,27 +51,21 @@ log = logging.getLogger(__name__)
 RUN_MAX_AGE_S = 3600.0     # run folders older than this are removed when a new run starts
 
 
+@dataclass
+class Limits:
+    """What one upload may be (``gagavatar app --max-upload-mb / --max-unpacked-mb``)."""
+
+    upload_bytes: int = 500 << 20     # one uploaded file
+    unpacked_bytes: int = 1 << 30     # what a .zip of a tracked folder unpacks to
+
+
+
 class AppError(ValueError):
     """Something the person using the page can fix; the message says what."""
 
 
 # --------------------------------------------------------------------------- inputs
-def _safe_extract(archive: Path, dest: Path) -> Path:
-    """Unzip ``archive`` into ``dest`` (refusing paths that leave it); the one top folder if there is one."""
-    try:
-        with zipfile.ZipFile(archive) as z:
-            root = dest.resolve()
-            for member in z.namelist():
-                if not (root / member).resolve().is_relative_to(root):
-                    raise AppError(f"{archive.name}: the archive holds a path outside itself ({member!r})")
-            z.extractall(dest)
-    except zipfile.BadZipFile as e:
-        raise AppError(f"{archive.name}: not a readable zip archive ({e})") from e
-    entries = [p for p in dest.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
-
-
-def driver_input(files, workdir: Path) -> Path:
+def driver_input(files, workdir: Path, limits: Limits = Limits()) -> Path:
     """What the driver upload is: one video, one image, several images (in name order,
     as a folder), or a .zip of a tracked folder (ours or GAGAvatar_track's)."""
     paths = [Path(getattr(f, "name", f)) for f in (files if isinstance(files, (list, tuple)) else [files]) if f]
@@ -81,7 +74,7 @@ def driver_input(files, workdir: Path) -> Path:
     if len(paths) == 1:
         path = paths[0]
         if path.suffix.lower() == ".zip":
-            return _safe_extract(path, workdir / "driver_zip")
+            return gio.extract_zip(path, workdir / "driver_zip", limits.unpacked_bytes)
         if gio.is_video(path) or gio.is_image(path):
             return path
         raise AppError(f"{path.name}: not a video ({', '.join(gio.VIDEO_EXTENSIONS)}), an image, or a .zip "
@@ -152,8 +145,9 @@ class Studio:
     """The model (loaded once, on first use) and the whole pipeline of one run."""
 
     def __init__(self, checkpoint=None, head_model=None, device: str | None = None, orbit_frames: int = 48,
-                 root: str | Path | None = None):
+                 root: str | Path | None = None, limits: Limits | None = None):
         self.checkpoint, self.head_model = checkpoint, head_model
+        self.limits = limits or Limits()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.orbit_frames = orbit_frames
         self.root = Path(root) if root else Path(tempfile.gettempdir()) / "gagavatar-app"
@@ -197,30 +191,35 @@ class Studio:
         say = progress or (lambda fraction, text: None)
         run_dir = self._new_run_dir()
         work = run_dir / "work"
-        say(0.02, "loading the model")
-        animator = self.animator()
-        animator.background = tuple(float(c) for c in background)
-        say(0.08, "tracking the source photo")
-        src = load_tracked(source, work / "source", animator.head)
-        frame = source_frame(src)
-        say(0.2, "tracking the driver")
-        drv = load_tracked(driver, work / "driver", animator.head)
+        try:
+            say(0.02, "loading the model")
+            animator = self.animator()
+            animator.background = tuple(float(c) for c in background)
+            say(0.08, "tracking the source photo")
+            src = load_tracked(source, work / "source", animator.head)
+            frame = source_frame(src)
+            say(0.2, "tracking the driver")
+            drv = load_tracked(driver, work / "driver", animator.head)
 
-        say(0.35, "reconstructing the avatar")
-        overlay = run_dir / "tracked_source.png"
-        Image.fromarray(mesh_overlay(animator, src, frame)).save(overlay)
-        avatar = animator.reconstruct(src)
-        summary = commands.reenact(src.folder, drv.folder, run_dir / "reenact_side_by_side.mp4", animator=animator,
-                                   side_by_side_view=True, controls=controls, keep_frames=True, avatar=avatar,
-                                   progress=lambda done, n: say(0.4 + 0.4 * done / n, f"rendering frame {done}/{n}"))
-        reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps)
+            say(0.35, "reconstructing the avatar")
+            overlay = run_dir / "tracked_source.png"
+            Image.fromarray(mesh_overlay(animator, src, frame)).save(overlay)
+            avatar = animator.reconstruct(src)
+            def rendered(done: int, n: int) -> None:
+                say(0.4 + 0.4 * done / n, f"rendering frame {done}/{n}")
 
-        say(0.82, "rendering the novel views")
-        novel_views = gio.write_video(run_dir / "novel_views.mp4", animator.orbit(avatar, src, self.orbit_frames),
-                                      fps=25)
-        say(0.95, "writing the PLY")
-        ply = animator.to_ply(avatar, src, run_dir / "avatar.ply")
-        shutil.rmtree(work, ignore_errors=True)
+            summary = commands.reenact(src.folder, drv.folder, run_dir / "reenact_side_by_side.mp4", animator=animator,
+                                       side_by_side_view=True, controls=controls, keep_frames=True, avatar=avatar,
+                                       progress=rendered)
+            reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps)
+
+            say(0.82, "rendering the novel views")
+            novel_views = gio.write_video(run_dir / "novel_views.mp4", animator.orbit(avatar, src, self.orbit_frames),
+                                          fps=25)
+            say(0.95, "writing the PLY")
+            ply = animator.to_ply(avatar, src, run_dir / "avatar.ply")
+        finally:  # the tracked copies of the uploads go when the run ends, whatever happened
+            shutil.rmtree(work, ignore_errors=True)
         say(1.0, "done")
         notes = [] if src.params["valid"].all() else [f"The source has frames without a face; frame {frame} is used."]
         return RunOutputs(overlay, summary.out, reenacted, novel_views, Path(ply), summary.n_frames,
@@ -290,11 +289,11 @@ def build_app(studio: Studio, startup_error: str | None = None):
             with tempfile.TemporaryDirectory(prefix="gagavatar-upload-") as tmp:
                 hide.append(Path(tmp))
                 if source.suffix.lower() == ".zip":
-                    source = _safe_extract(source, Path(tmp) / "source_zip")
+                    source = gio.extract_zip(source, Path(tmp) / "source_zip", studio.limits.unpacked_bytes)
                 elif not gio.is_image(source):
                     raise gio.InputError(f"{source.name}: the source must be a photo "
                                          f"({', '.join(gio.IMAGE_EXTENSIONS)}) or a .zip of a tracked folder")
-                driver = driver_input(driver_files, Path(tmp))
+                driver = driver_input(driver_files, Path(tmp), studio.limits)
                 out = studio.run(source, driver, controls, color,
                                  progress=lambda fraction, text: progress(fraction, desc=text))
         except Exception as e:  # every failure a person can fix becomes a message in the page
@@ -393,11 +392,11 @@ def build_app(studio: Studio, startup_error: str | None = None):
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model=None, device=None,
-          orbit_frames: int = 48, block: bool = True):
+          orbit_frames: int = 48, block: bool = True, limits: Limits | None = None):
     """Load the model and serve the page on http://host:port/ (blocks until stopped unless ``block=False``)."""
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    studio = Studio(checkpoint, head_model, device, orbit_frames)
+    studio = Studio(checkpoint, head_model, device, orbit_frames, limits=limits)
     startup_error = None
     try:
         studio.animator()
@@ -408,6 +407,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model
     demo.queue(default_concurrency_limit=1)
     # quiet: Gradio's own start-up lines suggest share=True, which this command never does
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=True,
+                max_file_size=studio.limits.upload_bytes,
                 prevent_thread_lock=True, allowed_paths=[str(studio.root)], ssr_mode=False, pwa=False,
                 run_history=False, mcp_server=False)  # run history could sync to a remote bucket: off
     print(f"gagavatar app: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)

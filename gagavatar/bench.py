@@ -365,6 +365,21 @@ def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every
                 ["scale", "Gaussians", "px", "device", "backend", "pass", "ms/frame", "peak MiB"], rows)
 
 
+@app.command("cli")
+def cli(repeat: int = typer.Option(5, help="timed runs (median reported)")):
+    """Start-up of the command line: `gagavatar --help` in a new process (target: under 1 s)."""
+    import subprocess
+    import sys
+
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gagavatar", "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    print_table("command line start-up", ["command", "median s", "max s"],
+                [["gagavatar --help", sorted(times)[len(times) // 2], max(times)]])
+
+
 @app.command("synth")
 def synth(frames: int = typer.Option(512, help="frames to render (identities x 2 videos x 32 frames)"),
           size: int = typer.Option(128, help="frame size in pixels"),

@@ -375,13 +375,15 @@ def live(
     expression_scale: float = typer.Option(1.0), jaw_scale: float = typer.Option(1.0),
     eye_scale: float = typer.Option(1.0), stabilize: float = typer.Option(0.0),
     background: str = typer.Option("0,0,0", help="background colour behind the avatar: R,G,B (0-255) or #rrggbb"),
+    report_every: float = typer.Option(3.0, help="seconds between the FPS / latency lines"),
 ):
-    """Drive the avatar live from a webcam or a stream; prints FPS and latency."""
+    """Drive the avatar live from a webcam or a stream; prints FPS and latency as it runs. Without a
+    display and without --out the result is written to live.mp4."""
     from gagavatar.live import live as run_live
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
     stats = run_live(source, camera, driver, out, show, controls=controls, max_frames=max_frames,
-                     animator=_animator(checkpoint, head_model, _color(background)),
+                     animator=_animator(checkpoint, head_model, _color(background)), report_every=report_every,
                      say=lambda line: typer.echo(line, err=True))
     typer.echo(str(stats))
 
@@ -422,11 +424,14 @@ def web_app(
     checkpoint: str = _CHECKPOINT,
     head_model: str = _HEAD,
     orbit_frames: int = typer.Option(48, help="frames of the novel-view orbit video"),
+    max_upload_mb: float = typer.Option(500, help="largest file a person may upload (MB)"),
+    max_unpacked_mb: float = typer.Option(1024, help="largest a .zip of a tracked folder may unpack to (MB)"),
 ):
     """The web app: drop a photo and a driving video, get the animated avatar (works offline)."""
-    from gagavatar.app import serve
+    from gagavatar.app import Limits, serve
 
-    serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames)
+    limits = Limits(upload_bytes=int(max_upload_mb * 2**20), unpacked_bytes=int(max_unpacked_mb * 2**20))
+    serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames, limits=limits)
 
 
 @app.command("eval")

@@ -5,6 +5,7 @@ browser download); the test skips, saying why, where it is not installed.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -160,7 +161,7 @@ def test_driver_uploads(tmp_path, media):
     assert driver_input([str(tmp_path / "tracked.zip")], tmp_path / "a") == tmp_path / "a" / "driver_zip" / "tracked"
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
         z.writestr("../../outside.txt", "x")
-    with pytest.raises(AppError, match="outside"):
+    with pytest.raises(gio.InputError, match="outside"):
         driver_input([str(tmp_path / "evil.zip")], tmp_path / "b")
     with pytest.raises(AppError, match="not images"):
         driver_input([str(media["clip"]), str(media["photo"])], tmp_path)
@@ -302,3 +303,59 @@ def test_cli_and_app_write_identical_videos(media, checkpoint, tmp_path):
     cli, web = (np.stack(list(gio.iter_video(p))) for p in (tmp_path / "cli.mp4", out.side_by_side))
     assert cli.shape == (media["n_frames"], 128, 256, 3)
     np.testing.assert_array_equal(cli, web)
+
+
+def test_a_2gb_upload_is_refused_and_the_app_stays_up(server, tmp_path):
+    """Gradio's own upload route with the app's size limit (500 MB by default): refused, nothing kept."""
+    import httpx
+
+    big = tmp_path / "big.mp4"
+    with open(big, "wb") as f:
+        f.truncate(2 << 30)  # 2 GB, sparse: nothing to write here
+    t0 = time.time()
+    try:
+        with open(big, "rb") as f:
+            response = httpx.post(server["url"] + "gradio_api/upload", files={"files": ("big.mp4", f, "video/mp4")},
+                                  timeout=120)
+        status, text = response.status_code, response.text
+    except httpx.HTTPError as e:  # the server may close the connection before the client has sent it all
+        status, text = None, str(e)
+    assert status in (413, None), (status, text[:300])
+    if status == 413:
+        assert "maximum allowed size" in text
+    with urllib.request.urlopen(server["url"], timeout=10) as r:  # still answering
+        assert r.status == 200
+    kept = [p for p in Path(server["log"]).parent.rglob("*") if p.is_file() and p.stat().st_size > 400 << 20]
+    assert not kept, kept
+    assert time.time() - t0 < 90
+
+
+def test_a_tracked_zip_cannot_point_outside_itself(server, media, tmp_path):
+    """An index.json whose video path leaves the upload (absolute, or with ..) is refused, not read."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    elsewhere = bundled(DEMO_DATA) / "driver"  # a real tracked video elsewhere on the server's disk
+    client = Client(server["url"], verbose=False, download_files=str(tmp_path))
+    controls = ["all", False, 1.0, 1.0, 1.0, 0.0, "#000000"]
+    for path in (str(elsewhere), "../../../" + str(elsewhere).lstrip("/")):
+        index = {"format": "gagavatar-dataset", "version": 1, "videos": [
+            {"id": "driver", "identity": "x", "split": "test", "n_frames": 48, "path": path, "width": 128,
+             "height": 128, "head_model": "synthetic-flame-v1"}]}
+        archive = tmp_path / "evil_tracked.zip"
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("tracked/index.json", json.dumps(index))
+        with pytest.raises(AppError, match="outside the dataset folder"):
+            client.predict(handle_file(str(media["photo"])), [handle_file(str(archive))], *controls,
+                           api_name="/animate")
+
+
+def test_a_zip_bomb_stops_at_the_limit(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("tracked/frames.bin", b"\0" * (64 << 20))  # 64 MB of zeros in a ~64 KB archive
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(gio.InputError, match="more than the 16 MB allowed"):
+        gio.extract_zip(archive, tmp_path / "out", max_bytes=16 << 20)
+    assert not (tmp_path / "out").exists()  # what was unpacked is gone
+    assert gio.extract_zip(archive, tmp_path / "ok", max_bytes=128 << 20) == tmp_path / "ok" / "tracked"

@@ -115,6 +115,10 @@ class VideoInfo:
         if missing:
             raise DatasetError(f"{where}: video entry {d.get('id', '?')!r} lacks {missing}")
         info = cls(**{k: v for k, v in d.items() if k in known})
+        path = Path(str(info.path))
+        if path.is_absolute() or ".." in path.parts or str(info.path).startswith(("/", "\\")):
+            raise DatasetError(f"{where}: video {info.id!r} has path {info.path!r}, outside the dataset folder; "
+                               f"paths in an index are relative to its folder, without '..'")
         if info.frames not in FRAME_FORMATS:
             raise DatasetError(f"{where}: video {info.id!r} has frames={info.frames!r}; expected one of {FRAME_FORMATS}")
         if info.split not in SPLITS:
@@ -348,6 +352,9 @@ class VideoWriter:
         self.info = VideoInfo(video_id, identity, split, 0, path or video_id, width, height,
                               head_model, frame_format, fps, source)
         self.folder = self.root / self.info.path
+        if Path(self.info.path).is_absolute() or not self.folder.resolve().is_relative_to(self.root.resolve()):
+            raise DatasetError(f"video {video_id!r}: its folder {self.info.path!r} would be outside the dataset "
+                               f"folder {self.root}")
         (self.folder / MATTES_DIR).mkdir(parents=True, exist_ok=True)
         (self.folder / VIDEO_FILE).unlink(missing_ok=True)  # incomplete until close()
         if frame_format == "mp4":
@@ -522,6 +529,11 @@ class Dataset:
         self.index = DatasetIndex.load(self.root)
         _check_identity_splits(self.index.videos, str(self.root / INDEX_FILE))
         self.videos = [VideoRecord(self.root, v) for v in self.index.videos]
+        root = self.root.resolve()
+        for video in self.videos:  # a linked folder must not lead outside either
+            if not video.folder.resolve().is_relative_to(root):
+                raise DatasetError(f"{self.root / INDEX_FILE}: video {video.id!r} is in {video.folder}, which leads "
+                                   f"outside the dataset folder")
         self._by_id = {v.id: v for v in self.videos}
 
     def __len__(self) -> int:

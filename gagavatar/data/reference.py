@@ -59,6 +59,12 @@ def is_reference_folder(path: str | Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in PICKLES.values())
 
 
+def folder_name(video: str) -> str:
+    """A video id from a pickle as a folder name that stays inside the dataset ("../x" -> "_.._x")."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", video)
+    return "_" + name if name.startswith(".") or not name else name
+
+
 def split_key(key: str) -> tuple[str, int | None]:
     """``"obama_12"`` -> ("obama", 12); a key without a trailing frame number is its own video."""
     m = re.fullmatch(r"(.+)_(\d+)", key)
@@ -245,7 +251,7 @@ def import_reference(folder: str | Path, out: str | Path, use: str = "auto", spl
             H, W = first.shape[:2]
             writer = VideoWriter(out, video.id, identity=video.id, split=splits.get(video.id, split), width=W,
                                  height=H, head_model=head_model, frame_format=frame_format,
-                                 source=f"GAGAvatar_track:{folder.name}")
+                                 source=f"GAGAvatar_track:{folder.name}", path=folder_name(video.id))
             for key in video.keys:
                 image = first if key == video.keys[0] else images(key)
                 if image.shape[:2] != (H, W):

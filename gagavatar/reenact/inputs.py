@@ -7,6 +7,7 @@ the service read their sources and drivers through it.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 
 from gagavatar.data.format import INDEX_FILE, VIDEO_FILE, Dataset, VideoRecord
 from gagavatar.data.frame import FrameParams
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "demo/tiny.safetensors"  # the bundled demonstration model
 BUNDLED_MODEL_NOTE = (
@@ -65,6 +68,8 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
         raise ValueError(f"{path} is not tracked yet: give a workdir to track it into")
     out = Path(workdir) / path.stem
     summary = track(path, out, head_model=head, size=size, smooth=smooth, overlay=False)
+    for warning in summary.warnings:  # e.g. a video whose end is damaged: what decoded is used, and said
+        log.warning("%s", warning)
     if summary.n_tracked == 0:
         raise ValueError(f"{path}: no face found in any frame; use a photo or video that shows a face")
     return Dataset(out).videos[0]

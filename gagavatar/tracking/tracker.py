@@ -69,9 +69,10 @@ def _short(ids: list[int], n: int = 10) -> str:
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
+    """A frame counter that clears itself when done; none for a single image (a bar that only says 1/1)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled or total == 1, leave=False)
 
 
 def _fallback_box(shape, last: np.ndarray | None) -> np.ndarray:

@@ -400,6 +400,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
             out_of_time = cfg.max_minutes is not None and ctx.all_true(
                 torch.tensor(time.perf_counter() - t0 > cfg.max_minutes * 60))
             last_step = step == cfg.max_steps or out_of_time
+            if cfg.max_minutes is not None:  # the bar's end: the steps the time left allows at this pace
+                elapsed = time.perf_counter() - t0
+                bar.total = min(cfg.max_steps, step + int((cfg.max_minutes * 60 - elapsed) * (step - start) / elapsed))
 
             if ctx.is_main:
                 with output_errors(metrics_path):  # a full disk: one line naming the device
