@@ -6,6 +6,7 @@ Targets live here, not in unit tests.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -378,6 +379,41 @@ def cli(repeat: int = typer.Option(5, help="timed runs (median reported)")):
         times.append(time.perf_counter() - t0)
     print_table("command line start-up", ["command", "median s", "max s"],
                 [["gagavatar --help", sorted(times)[len(times) // 2], max(times)]])
+
+
+@app.command("data")
+def data(data: str = typer.Option(None, help="a dataset folder (default: 64 synthetic frames at --size, JPEG)"),
+         size: int = typer.Option(512, help="training image size"),
+         workers: str = typer.Option("0,2", help="comma-separated DataLoader worker counts"),
+         batch_size: int = typer.Option(8, help="samples per step (the paper's 8)"),
+         batches: int = typer.Option(12, help="timed batches per setting")):
+    """Training samples/s read from the dataset format (two images decoded, composited and resized,
+    the frames' parameters, per sample), against what a training step consumes."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from gagavatar.data.pairs import PairDataset, collate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            from gagavatar.synthetic.video import SynthConfig, generate
+
+            data = str(generate(Path(tmp) / "data", SynthConfig(identities=4, videos_per_identity=1, frames=16,
+                                                                size=size, splits=(1.0, 0.0, 0.0), frame_format="jpg",
+                                                                workers=1), progress=False).root)
+        rows = []
+        for w in (int(x) for x in workers.split(",")):
+            pairs = PairDataset(data, split="train", size=size, length=(batches + 1) * batch_size)
+            loader = iter(DataLoader(pairs, batch_size=batch_size, num_workers=w, collate_fn=collate))
+            next(loader)  # workers started, first batch out: not timed
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                next(loader)
+            per_s = batches * batch_size / (time.perf_counter() - t0)
+            rows.append([w, size, per_s, per_s / batch_size])
+    print_table(f"training data from {data}", ["workers", "px", "samples/s", f"steps/s it feeds (batch {batch_size})"],
+                rows)
 
 
 @app.command("synth")
