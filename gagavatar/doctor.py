@@ -466,10 +466,22 @@ def default_checkpoint_checks() -> list[Check]:
             Check("tiny model", INFO, BUNDLED_MODEL_NOTE)]
 
 
+# optional parts: extra -> (the module it brings, what needs it)
+EXTRAS = {"app": ("gradio", "the web app"), "serve": ("uvicorn", "the live service"),
+          "eval": ("dlib", "evaluation's CSIM"), "reference": ("lmdb", "GAGAvatar_track folders")}
+
+
+def extras_checks() -> list[Check]:
+    """Which optional parts are installed (``pip install 'gagavatar[EXTRA]'``)."""
+    return [Check(f"[{extra}]", OK if importlib.util.find_spec(module) else MISSING,
+                  what + ("" if importlib.util.find_spec(module) else f": pip install 'gagavatar[{extra}]'"))
+            for extra, (module, what) in EXTRAS.items()]
+
+
 def run(checkpoint: str | Path | None = None, head_model: str | Path | None = None,
         landmark_embedding: str | Path | None = None) -> list[Check]:
     """Every check, in report order."""
-    checks = torch_checks() + [gsplat_check()] + mediapipe_checks()
+    checks = torch_checks() + [gsplat_check()] + mediapipe_checks() + extras_checks()
     checks += default_checkpoint_checks() if checkpoint is None else [checkpoint_check(checkpoint)]
     checks += head_model_checks(head_model, landmark_embedding)
     return checks
