@@ -1,0 +1,161 @@
+"""What ``POST /avatars`` accepts, checked before anything reads it.
+
+- a photo: its content is sniffed (a text file named .jpg is refused with a clear message),
+  its decoded size is limited, and it is written under a name the server chooses;
+- a .zip of a tracked folder (this project's dataset format: ``index.json`` or
+  ``video.json`` at its top or in its one top folder): extracted with every path kept
+  inside the folder, the unpacked size and the number of files limited, and the
+  index's video paths kept inside the folder.
+
+Errors are ``UploadError`` s with the HTTP status to answer and a message for the person.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from gagavatar.data.format import INDEX_FILE, VIDEO_FILE, Dataset, VideoRecord
+
+ZIP_MAGIC = b"PK\x03\x04"
+PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
+                 "PPM": ".ppm"}
+UPLOADED_FRAME_FORMATS = ("png", "jpg")  # tracked folders with frames.mp4 are refused (no video decoder on uploads)
+
+
+class UploadError(ValueError):
+    """An upload the server refuses: ``status`` (4xx) and a message that says what to send instead."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def describe(data: bytes) -> str:
+    """What some bytes look like, for a message."""
+    if not data:
+        return "it is empty"
+    try:
+        text = data[:512].decode("utf-8")
+    except UnicodeDecodeError:  # (a multi-byte character cut at 512 bytes is rare enough)
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        return "it is text"
+    return f"{len(data)} bytes of unknown content"
+
+
+def sniff(data: bytes) -> str:
+    """"zip" or the image format of an upload (its content, not its name)."""
+    if data[:4] == ZIP_MAGIC:
+        return "zip"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        fmt = None
+    if fmt not in PHOTO_FORMATS:
+        raise UploadError(415, f"the photo is not an image ({describe(data)}): send a JPEG or PNG photo of a face, "
+                               f"or a .zip of a tracked folder")
+    return fmt
+
+
+def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
+    """Write a checked photo as ``folder/photo.<ext>`` (the name is the server's)."""
+    fmt = sniff(data)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise UploadError(413, f"the photo is {width}x{height} pixels; the limit is {max_pixels:,} "
+                                       f"pixels (--max-image-pixels): send a smaller photo")
+            im.load()  # decodes it: a truncated or corrupt file fails here, not in the tracker
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if isinstance(e, UploadError):
+            raise
+        raise UploadError(415, f"the photo cannot be decoded ({type(e).__name__}: {e}): send a JPEG or PNG") from e
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"photo{PHOTO_FORMATS[fmt]}"
+    path.write_bytes(data)
+    return path
+
+
+def extract_archive(data: bytes, dest: Path, max_bytes: int, max_files: int) -> Path:
+    """Unzip into ``dest``: no path may leave it, at most ``max_files`` entries and ``max_bytes``
+    unpacked. Returns the one top folder if there is one, else ``dest``."""
+    root = dest.resolve()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = z.infolist()
+            if len(members) > max_files:
+                raise UploadError(413, f"the archive holds {len(members)} entries; the limit is {max_files}")
+            total = sum(m.file_size for m in members)
+            if total > max_bytes:
+                raise UploadError(413, f"the archive unpacks to {total:,} bytes; the limit is {max_bytes:,} "
+                                       f"(--max-unpacked-mb)")
+            for m in members:
+                target = (root / m.filename).resolve()
+                if Path(m.filename).is_absolute() or not target.is_relative_to(root):
+                    raise UploadError(400, f"the archive holds a path outside itself ({m.filename!r})")
+            written = 0
+            for m in members:
+                target = (root / m.filename).resolve()
+                if m.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):  # counted as written: the sizes above are the archive's word
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise UploadError(413, f"the archive unpacks to more than {max_bytes:,} bytes")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as e:
+        raise UploadError(400, f"not a readable zip archive ({e})") from e
+    entries = [p for p in root.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
+
+
+def open_tracked(folder: Path, max_pixels: int) -> VideoRecord:
+    """The first video of an extracted tracked folder, checked to stay inside it."""
+    root = folder.resolve()
+    if (root / INDEX_FILE).is_file():
+        dataset = Dataset(root)
+        if not dataset.videos:
+            raise UploadError(422, "the tracked folder's index.json lists no videos")
+        video = dataset.videos[0]
+    elif (root / VIDEO_FILE).is_file():
+        video = VideoRecord.open(root)
+    else:
+        raise UploadError(422, "the archive holds no tracked folder (index.json or video.json at its top): zip a "
+                               "folder written by `gagavatar track` (a GAGAvatar_track folder: run `gagavatar "
+                               "import-reference` on it first)")
+    if not video.folder.resolve().is_relative_to(root):
+        raise UploadError(400, f"the tracked folder's index.json points outside itself ({video.info.path!r})")
+    if video.info.frames not in UPLOADED_FRAME_FORMATS:
+        raise UploadError(422, f"the tracked video stores its frames as {video.info.frames}: upload a folder "
+                               f"with {' or '.join(UPLOADED_FRAME_FORMATS)} frames")
+    if video.width * video.height > max_pixels:
+        raise UploadError(413, f"the tracked frames are {video.width}x{video.height} pixels; the limit is "
+                               f"{max_pixels:,} pixels")
+    return video
+
+
+def check_frame(video: VideoRecord, frame: int) -> None:
+    """Frame ``frame`` and its matte are images of the size the index says (read from their
+    headers, before anything decodes them)."""
+    for path in (video.frame_path(frame), video.matte_path(frame)):
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
+            raise UploadError(422, f"{path.relative_to(video.root)}: not a readable image ({type(e).__name__})") from e
+        if size != (video.width, video.height):
+            raise UploadError(422, f"{path.relative_to(video.root)} is {size[0]}x{size[1]}, but the index says "
+                                   f"{video.width}x{video.height}")
+
+
+def remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
