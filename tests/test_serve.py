@@ -179,6 +179,13 @@ def test_bad_uploads_get_a_4xx_and_the_server_stays_up(service, animator, clips,
             z.writestr("frames/zeros.bin", bytes(5_000_000))  # 5 MB of zeros, a few KB packed
         response = limited.post("/avatars", files={"photo": ("bomb.zip", bomb.getvalue())})
         assert response.status_code == 413 and "unpacks to" in response.json()["error"]
+        params = io.BytesIO()  # a small params.npz whose arrays claim 8 MB
+        np.savez_compressed(params, expression=np.zeros((20_000, 100), np.float32))
+        source = {p.relative_to(clips[0].folder).as_posix(): p.read_bytes()
+                  for p in clips[0].folder.rglob("*") if p.is_file()}
+        archive = _zip(source | {"params.npz": params.getvalue()})
+        response = limited.post("/avatars", files={"photo": ("s.zip", archive)})
+        assert response.status_code == 413 and "params.npz unpacks to" in response.json()["error"]
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert client.get("/metrics").json()["errors"]["server"] == 0

@@ -544,9 +544,9 @@ class Service:
         c = self.config
         try:
             if kind == "zip":
-                root = uploads.extract_archive(data, folder / "archive", int(c.max_unpacked_mb * 2**20),
-                                               c.max_archive_files)
-                video = uploads.open_tracked(root, c.max_image_pixels)
+                max_bytes = int(c.max_unpacked_mb * 2**20)
+                root = uploads.extract_archive(data, folder / "archive", max_bytes, c.max_archive_files)
+                video = uploads.open_tracked(root, c.max_image_pixels, max_bytes)
             else:
                 photo = uploads.save_photo(data, folder / "photo", c.max_image_pixels)
                 try:
@@ -822,12 +822,13 @@ def create_app(config: ServeConfig | None = None, animator: Animator | None = No
 
 
 SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer per WebSocket (Linux doubles it)
+WRITE_BUFFER_BYTES = 16 * 1024  # what asyncio queues above that before the sender waits
 
 
 def _ws_protocol():
-    """uvicorn's WebSocket protocol with a bounded kernel send buffer: a client that stops reading
-    blocks its sender after a few hundred kilobytes (then its frames are dropped, and after
-    ``send_timeout_s`` it is closed) rather than after the megabytes an autotuned buffer holds."""
+    """uvicorn's WebSocket protocol with bounded send buffers: a client that stops reading blocks
+    its sender after a few hundred kilobytes (its own receive buffer included; then its frames
+    are dropped) rather than after the megabytes an autotuned buffer holds."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     except ImportError:  # another uvicorn: its default protocol, unbounded buffer
@@ -839,6 +840,7 @@ def _ws_protocol():
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+            transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
             super().connection_made(transport)
 
     return BoundedSendBuffer

@@ -4,8 +4,9 @@
   its decoded size is limited, and it is written under a name the server chooses;
 - a .zip of a tracked folder (this project's dataset format: ``index.json`` or
   ``video.json`` at its top or in its one top folder): extracted with every path kept
-  inside the folder, the unpacked size and the number of files limited, and the
-  index's video paths kept inside the folder.
+  inside the folder, the unpacked size and the number of files limited, the index's
+  video paths kept inside the folder, params.npz's unpacked size limited (read without
+  pickle) and the source frame's size checked before it is decoded.
 
 Errors are ``UploadError`` s with the HTTP status to answer and a message for the person.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from gagavatar.data.format import INDEX_FILE, VIDEO_FILE, Dataset, VideoRecord
+from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, VideoRecord
 
 ZIP_MAGIC = b"PK\x03\x04"
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
@@ -118,8 +119,9 @@ def extract_archive(data: bytes, dest: Path, max_bytes: int, max_files: int) -> 
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
 
 
-def open_tracked(folder: Path, max_pixels: int) -> VideoRecord:
-    """The first video of an extracted tracked folder, checked to stay inside it."""
+def open_tracked(folder: Path, max_pixels: int, max_bytes: int) -> VideoRecord:
+    """The first video of an extracted tracked folder, checked to stay inside it; its params.npz
+    may unpack to at most ``max_bytes`` (its arrays are compressed: a few MB can claim GBs)."""
     root = folder.resolve()
     if (root / INDEX_FILE).is_file():
         dataset = Dataset(root)
@@ -137,6 +139,14 @@ def open_tracked(folder: Path, max_pixels: int) -> VideoRecord:
     if video.info.frames not in UPLOADED_FRAME_FORMATS:
         raise UploadError(422, f"the tracked video stores its frames as {video.info.frames}: upload a folder "
                                f"with {' or '.join(UPLOADED_FRAME_FORMATS)} frames")
+    try:
+        with zipfile.ZipFile(video.folder / PARAMS_FILE) as z:
+            unpacked = sum(m.file_size for m in z.infolist())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise UploadError(422, f"the tracked folder's {PARAMS_FILE} cannot be read ({type(e).__name__})") from e
+    if unpacked > max_bytes:
+        raise UploadError(413, f"the tracked folder's {PARAMS_FILE} unpacks to {unpacked:,} bytes; the limit is "
+                               f"{max_bytes:,} (--max-unpacked-mb)")
     if video.width * video.height > max_pixels:
         raise UploadError(413, f"the tracked frames are {video.width}x{video.height} pixels; the limit is "
                                f"{max_pixels:,} pixels")
