@@ -627,7 +627,7 @@ class Service:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(websocket.send_text(json.dumps({"type": "error", "message": message,
                                                                    "code": code})), 2.0)
-            await asyncio.wait_for(websocket.close(code, message[:120]), 2.0)
+            await asyncio.wait_for(websocket.close(code, _reason(message)), 2.0)
 
     async def _receive(self, websocket: WebSocket, s: Session) -> None:
         """Messages in: configs applied at once, frames put in the input slot (newest wins)."""
@@ -731,6 +731,11 @@ class Service:
             s.count("served")
 
 
+def _reason(message: str) -> str:
+    """A close frame's reason: at most 123 bytes of UTF-8."""
+    return message.encode()[:120].decode(errors="ignore")
+
+
 def _without(text: str, folder: Path) -> str:
     """A message without the server's own paths."""
     for f in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
@@ -744,7 +749,7 @@ async def deny(websocket: WebSocket, status: int, message: str) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(JSONResponse({"error": message}, status))
     else:
-        await websocket.close(1008, message[:120])
+        await websocket.close(1008, _reason(message))
 
 
 def rss_mb() -> float | None:
