@@ -38,12 +38,13 @@ def is_bundled_model(checkpoint) -> bool:
 
 
 def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None, size: int = 512,
-                 smooth: float = 0.0) -> VideoRecord:
+                 smooth: float = 0.0, progress: bool = True) -> VideoRecord:
     """A tracked video: read a tracked folder as it is, or track an image / video / image folder.
 
     ``path`` may be a dataset folder (its first video), one video folder of a dataset
     (``video.json``), a GAGAvatar_track output folder (imported into ``workdir``, or a
-    new temporary folder), or raw input, which is tracked into ``workdir`` first.
+    new temporary folder), or raw input, which is tracked into ``workdir`` first
+    (``progress``: with progress bars).
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +68,7 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
     if workdir is None:
         raise ValueError(f"{path} is not tracked yet: give a workdir to track it into")
     out = Path(workdir) / path.stem
-    summary = track(path, out, head_model=head, size=size, smooth=smooth, overlay=False)
+    summary = track(path, out, head_model=head, size=size, smooth=smooth, overlay=False, progress=progress)
     for warning in summary.warnings:  # e.g. a video whose end is damaged: what decoded is used, and said
         log.warning("%s", warning)
     if summary.n_tracked == 0:

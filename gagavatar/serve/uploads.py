@@ -1,0 +1,143 @@
+"""What ``POST /avatars`` accepts, checked before anything reads it.
+
+- a photo: its content is sniffed (a text file named .jpg is refused with a clear message),
+  its decoded size is limited, and it is written under a name the server chooses;
+- a .zip of a tracked folder (this project's dataset format: ``index.json`` or
+  ``video.json`` at its top or in its one top folder): extracted with every path kept
+  inside the folder, the unpacked size and the number of files limited, the index's
+  video paths kept inside the folder, params.npz's unpacked size limited (read without
+  pickle) and the source frame's size checked before it is decoded.
+
+Errors are ``UploadError`` s with the HTTP status to answer and a message for the person.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, VideoRecord
+
+ZIP_MAGIC = b"PK\x03\x04"
+PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
+                 "PPM": ".ppm"}
+UPLOADED_FRAME_FORMATS = ("png", "jpg")  # tracked folders with frames.mp4 are refused (no video decoder on uploads)
+
+
+class UploadError(ValueError):
+    """An upload the server refuses: ``status`` (4xx) and a message that says what to send instead."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def describe(data: bytes) -> str:
+    """What some bytes look like, for a message."""
+    if not data:
+        return "it is empty"
+    try:
+        text = data[:512].decode("utf-8")
+    except UnicodeDecodeError:  # (a multi-byte character cut at 512 bytes is rare enough)
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        return "it is text"
+    return f"{len(data)} bytes of unknown content"
+
+
+def sniff(data: bytes) -> str:
+    """"zip" or the image format of an upload (its content, not its name)."""
+    if data[:4] == ZIP_MAGIC:
+        return "zip"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        fmt = None
+    if fmt not in PHOTO_FORMATS:
+        raise UploadError(415, f"the photo is not an image ({describe(data)}): send a JPEG or PNG photo of a face, "
+                               f"or a .zip of a tracked folder")
+    return fmt
+
+
+def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
+    """Write a checked photo as ``folder/photo.<ext>`` (the name is the server's)."""
+    fmt = sniff(data)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise UploadError(413, f"the photo is {width}x{height} pixels; the limit is {max_pixels:,} "
+                                       f"pixels (--max-image-pixels): send a smaller photo")
+            im.load()  # decodes it: a truncated or corrupt file fails here, not in the tracker
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if isinstance(e, UploadError):
+            raise
+        raise UploadError(415, f"the photo cannot be decoded ({type(e).__name__}: {e}): send a JPEG or PNG") from e
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"photo{PHOTO_FORMATS[fmt]}"
+    path.write_bytes(data)
+    return path
+
+
+def extract_archive(data: bytes, dest: Path, max_bytes: int, max_files: int) -> Path:
+    """``gagavatar.io.extract_zip`` of an upload, its refusals as 4xx: 413 over a limit, else 400."""
+    from gagavatar.io import InputError, extract_zip
+
+    try:
+        return extract_zip(data, dest, max_bytes, max_files)
+    except InputError as e:
+        raise UploadError(413 if "more than" in str(e) else 400, str(e)) from e
+
+
+def open_tracked(folder: Path, max_pixels: int, max_bytes: int) -> VideoRecord:
+    """The first video of an extracted tracked folder, checked to stay inside it; its params.npz
+    may unpack to at most ``max_bytes`` (its arrays are compressed: a few MB can claim GBs)."""
+    root = folder.resolve()
+    if (root / INDEX_FILE).is_file():
+        dataset = Dataset(root)
+        if not dataset.videos:
+            raise UploadError(422, "the tracked folder's index.json lists no videos")
+        video = dataset.videos[0]
+    elif (root / VIDEO_FILE).is_file():
+        video = VideoRecord.open(root)
+    else:
+        raise UploadError(422, "the archive holds no tracked folder (index.json or video.json at its top): zip a "
+                               "folder written by `gagavatar track` (a GAGAvatar_track folder: run `gagavatar "
+                               "import-reference` on it first)")
+    if video.info.frames not in UPLOADED_FRAME_FORMATS:
+        raise UploadError(422, f"the tracked video stores its frames as {video.info.frames}: upload a folder "
+                               f"with {' or '.join(UPLOADED_FRAME_FORMATS)} frames")
+    try:
+        with zipfile.ZipFile(video.folder / PARAMS_FILE) as z:
+            unpacked = sum(m.file_size for m in z.infolist())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise UploadError(422, f"the tracked folder's {PARAMS_FILE} cannot be read ({type(e).__name__})") from e
+    if unpacked > max_bytes:
+        raise UploadError(413, f"the tracked folder's {PARAMS_FILE} unpacks to {unpacked:,} bytes; the limit is "
+                               f"{max_bytes:,} (--max-unpacked-mb)")
+    if video.width * video.height > max_pixels:
+        raise UploadError(413, f"the tracked frames are {video.width}x{video.height} pixels; the limit is "
+                               f"{max_pixels:,} pixels")
+    return video
+
+
+def check_frame(video: VideoRecord, frame: int) -> None:
+    """Frame ``frame`` and its matte are images of the size the index says (read from their
+    headers, before anything decodes them)."""
+    for path in (video.frame_path(frame), video.matte_path(frame)):
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
+            raise UploadError(422, f"{path.relative_to(video.root)}: not a readable image ({type(e).__name__})") from e
+        if size != (video.width, video.height):
+            raise UploadError(422, f"{path.relative_to(video.root)} is {size[0]}x{size[1]}, but the index says "
+                                   f"{video.width}x{video.height}")
+
+
+def remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
