@@ -54,7 +54,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gagavatar.data.frame import FrameParams
 from gagavatar.geometry import Camera, reference_to_viewmat
-from gagavatar.reenact import Animator, Motion, MotionControls, load_tracked, source_frame
+from gagavatar.reenact import BUNDLED_MODEL_NOTE, Animator, Motion, MotionControls, load_tracked, source_frame
 from gagavatar.serve import uploads
 from gagavatar.serve.engine import Rendered, RenderEngine
 from gagavatar.serve.protocol import (CONTROL_FIELDS, DEFAULT_FORMAT, DEFAULT_QUALITY, ProtocolError, frame_id,
@@ -432,6 +432,7 @@ class Service:
         return JSONResponse({"status": "ok", "sessions": len(self.sessions), "avatars": len(self.cache),
                              "device": str(self.animator.device), "render_size": self.animator.size,
                              "bundled_model": self.animator.uses_bundled_model,
+                             "note": BUNDLED_MODEL_NOTE if self.animator.uses_bundled_model else None,
                              "uptime_s": round(time.time() - self.started, 1), "limits": self.config.limits()})
 
     async def metrics(self, request: Request) -> Response:
