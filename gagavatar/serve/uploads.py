@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, VideoRecord
+from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, DatasetError, VideoRecord
 
 ZIP_MAGIC = b"PK\x03\x04"
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
@@ -98,7 +98,13 @@ def open_tracked(folder: Path, max_pixels: int, max_bytes: int) -> VideoRecord:
     may unpack to at most ``max_bytes`` (its arrays are compressed: a few MB can claim GBs)."""
     root = folder.resolve()
     if (root / INDEX_FILE).is_file():
-        dataset = Dataset(root)
+        try:
+            dataset = Dataset(root)
+        except DatasetError as e:
+            if "outside the dataset folder" in str(e):
+                raise UploadError(400, "the tracked folder's index.json points outside itself (a video path "
+                                       "that is absolute, has '..' or leads out through a link)") from e
+            raise
         if not dataset.videos:
             raise UploadError(422, "the tracked folder's index.json lists no videos")
         video = dataset.videos[0]
