@@ -438,3 +438,16 @@ def test_full_disk_during_a_checkpoint_is_one_line(dataset, tmp_path):
         assert str(disk) in message
         assert temps(disk) == [] and not list(run.glob("step_*"))
         assert (run / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- numeric motion controls
+
+
+@pytest.mark.parametrize("option, value, expected", [("--expression-scale", "nan", "expression_scale=nan"),
+                                                     ("--stabilize", "nan", "smoothing strength"),
+                                                     ("--jaw-scale", "inf", "jaw_scale=inf")])
+def test_non_finite_motion_controls_are_refused_up_front(tmp_path, option, value, expected):
+    driver = ROOT / "gagavatar" / "assets" / "demo" / "clips" / "driver"
+    one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", tmp_path / "o.mp4", option,
+                          value), expected)
+    assert not (tmp_path / "o.mp4").exists()

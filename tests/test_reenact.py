@@ -56,12 +56,27 @@ def test_reenact_repeats_frames_without_a_face(animator, clips, tmp_path):
     frames = np.stack([driver.frame(i) for i in range(n)])
     mattes = np.stack([driver.matte(i) for i in range(n)])
     write_video(tmp_path / "drv", "gappy", frames, mattes, params, "someone", "test")
-    summary = commands.reenact(source.folder, tmp_path / "drv" / "gappy", tmp_path / "out.mp4", animator=animator)
+    summary = commands.reenact(source.folder, tmp_path / "drv" / "gappy", tmp_path / "out.mp4", animator=animator,
+                               workdir=tmp_path / "work")
     assert summary.n_frames == n and summary.n_repeated == 2
     video = frames_of(summary.out)
     assert video.shape[0] == n
     # repeated, not dropped (equal up to H.264 rounding)
     assert np.abs(video[2].astype(int) - video[3].astype(int)).mean() < 0.5
+
+
+def test_reenact_tracks_without_an_overlay_video(animator, clips, tmp_path):
+    """A raw driver is tracked for the reenactment only: no overlay video rendered and thrown away."""
+    from PIL import Image
+
+    source, driver = clips
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        Image.fromarray(driver.frame(i)).save(frames / f"{i:03d}.png")
+    commands.reenact(source.folder, frames, tmp_path / "out.mp4", animator=animator, workdir=tmp_path / "work")
+    tracked = list((tmp_path / "work").rglob("video.json"))
+    assert tracked and not list((tmp_path / "work").rglob("overlay.*"))
 
 
 def test_ply_follows_the_3dgs_conventions(animator, clips, tmp_path):

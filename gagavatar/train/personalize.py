@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gagavatar.data.format import VIDEO_FILE, Dataset, VideoRecord, read_json, update_index, write_json
-from gagavatar.eval.evaluate import jsonable
+from gagavatar.eval.evaluate import jsonable, resolve_lpips
 from gagavatar.eval.metrics import psnr, ssim
 from gagavatar.io import check_writable, tensor_to_image, write_image_grid
 from gagavatar.model import load, save
@@ -96,10 +96,15 @@ def render_held_out(animator: Animator, held: HeldOut, frames: np.ndarray) -> tu
     return rendered, truth
 
 
-def scores(animator: Animator, held: HeldOut, frames: np.ndarray, identity=None) -> tuple[dict, torch.Tensor]:
-    """Held-out PSNR and SSIM (and CSIM with a dlib ``identity`` encoder), means over ``frames``; the renders."""
+def scores(animator: Animator, held: HeldOut, frames: np.ndarray, identity=None, lpips=None
+           ) -> tuple[dict, torch.Tensor]:
+    """Held-out PSNR and SSIM (and CSIM with a dlib ``identity`` encoder, LPIPS with its network),
+    means over ``frames``; the renders."""
     rendered, truth = render_held_out(animator, held, frames)
     out = {"psnr": float(psnr(rendered, truth).mean()), "ssim": float(ssim(rendered, truth).mean())}
+    if lpips is not None:
+        with torch.no_grad():
+            out["lpips"] = float(lpips(rendered, truth).mean())
     if identity is not None:
         cos = [float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)) for a, b in
                ((identity.descriptor(tensor_to_image(r)), identity.descriptor(tensor_to_image(t)))
@@ -150,7 +155,10 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
     data = _training_data(video, work / "data")
     progress_frames = held.spread(cfg.eval_frames)
     identity, no_csim = _identity_encoder()
-    before, one_shot_images = scores(one_shot, held, held.frames, identity)
+    lpips, lpips_status = resolve_lpips(None, [base])  # the AlexNet comes with the released checkpoint
+    if lpips is None:
+        lpips_status = "unavailable: LPIPS needs the AlexNet that GAGAvatar.pt carries (--checkpoint GAGAvatar.pt)"
+    before, one_shot_images = scores(one_shot, held, held.frames, identity, lpips)
     say(f"personalize: {video.n_frames} frames; training on frames 0..{held.start - 1}, holding out "
         f"{len(held.frames)} frames from {held.start}; one-shot held-out PSNR {before['psnr']:.2f} dB")
 
@@ -172,7 +180,7 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
     train_seconds = time.perf_counter() - t_train
 
     personal = Animator(load(run / "model.safetensors", device=device), one_shot.head, device)
-    after, personal_images = scores(personal, held, held.frames, identity)
+    after, personal_images = scores(personal, held, held.frames, identity, lpips)
     steps = _steps(run)
     report = {
         "video": str(cfg.video), "tracked": str(video.folder), "base_checkpoint": base,
@@ -183,7 +191,7 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
         "train_seconds": train_seconds, "steps_per_s": steps / max(train_seconds, 1e-9) if not resume else None,
         "total_seconds": time.perf_counter() - t_start, "settings": asdict(cfg),
         **{f"heldout_{k}_before": v for k, v in before.items()}, **{f"heldout_{k}_after": v for k, v in after.items()},
-        "csim": "measured" if identity is not None else f"unavailable: {no_csim}",
+        "csim": "measured" if identity is not None else f"unavailable: {no_csim}", "lpips": lpips_status,
     }
     made_from = {k: report[k] for k in ("video", "base_checkpoint", "train_frames", "heldout_frames", "steps")}
     save(personal.model, out, info={"personalized": made_from})
