@@ -134,11 +134,10 @@ def mesh_overlay(animator: Animator, video, frame: int) -> np.ndarray:
 
     tracked = video.frames(frame)
     with torch.no_grad():
-        verts = tracked.to(animator.device).vertices(animator.head)[0].double().cpu()
-    view = tracked.camera.viewmat[0].double()
-    verts_cam = (verts @ view[:3, :3].T + view[:3, 3]).numpy()
+        verts = tracked.to(animator.device).vertices(animator.head).cpu()
+    verts_cam = tracked.camera.to(torch.float64).to_camera(verts.double())[0].numpy()
     faces = animator.head.faces.cpu().numpy()
-    return overlay_frame(video.frame(frame), verts_cam, tracked.camera.K[0].double().numpy(), faces, None, None)
+    return overlay_frame(video.frame(frame), verts_cam, tracked.camera.K[0].numpy(), faces, None, None)
 
 
 class Studio:

@@ -463,15 +463,12 @@ class VideoRecord:
         """Head parameters and cameras of frames ``index`` (an int, a slice, an index array; None: all)."""
         return FrameParams.from_arrays(self.params, self.width, self.height, index)
 
-    def image(self, i: int, size: int | None = None, background=(0.0, 0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    def image(self, i: int, size: int | None = None, background=(0.0, 0.0, 0.0)) -> torch.Tensor:
         """Frame ``i`` composited on ``background`` with its matte, then resized to ``size`` (None: as
-        stored), the order the reference's crops were made in (matted at full size): float image
-        [3, S, S] in [0, 1] and matte [1, S, S]."""
-        matte = image_to_tensor(self.matte(i))
-        image = composite(image_to_tensor(self.frame(i)), matte, background)
-        if size is not None:
-            image, matte = (resize_image(x, size).clamp(0, 1) for x in (image, matte))
-        return image, matte
+        stored), the order the reference's crops were made in (matted at full size): float [3, S, S]
+        in [0, 1]."""
+        image = composite(image_to_tensor(self.frame(i)), image_to_tensor(self.matte(i)), background)
+        return image if size is None else resize_image(image, size).clamp(0, 1)
 
     def frame_path(self, i: int) -> Path:
         if self.info.frames == "mp4":

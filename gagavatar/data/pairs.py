@@ -137,8 +137,8 @@ class PairDataset(torch.utils.data.Dataset):
         landmark_scale = torch.tensor([target_frames.camera.width / target.width,
                                        target_frames.camera.height / target.height])
         return {
-            "source_image": source.image(sf, self.size, self.background)[0],
-            "target_image": target.image(tf, self.size, self.background)[0],
+            "source_image": source.image(sf, self.size, self.background),
+            "target_image": target.image(tf, self.size, self.background),
             "source": source_frames,
             "target": target_frames,
             "target_bbox": torch.from_numpy(target.params["bbox"][tf].copy()),

@@ -301,7 +301,7 @@ def export_reference(video: VideoRecord, out: str | Path, key_prefix: str | None
     try:
         for k, i in enumerate(valid):
             key = reference_key(prefix, k)
-            matted, _ = video.image(int(i))  # on black, as the reference stores crops
+            matted = video.image(int(i))  # on black, as the reference stores crops
             writer.add(key, (matted.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
             records[key] = make_record(*(frames[name][k] for name in ("shape", "expression", "jaw_pose", "eye_pose",
                                                                       "transform")),

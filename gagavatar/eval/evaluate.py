@@ -160,7 +160,7 @@ class MeanTrainingImage(Method):
         take = _spread(len(frames), config.mean_image_frames)
         for k in take:  # as the pair loader makes the targets
             video, i = frames[k]
-            total += video.image(i, size, config.background)[0].double()
+            total += video.image(i, size, config.background).double()
         self.mean = (total / len(take)).float()
 
     def predict(self, batch: dict) -> torch.Tensor:

@@ -173,10 +173,13 @@ class Camera:
             raise ValueError(f"cameras at different image sizes {sorted(sizes)} cannot share a batch")
         return Camera(torch.cat([c.viewmat for c in cameras]), torch.cat([c.K for c in cameras]), *sizes.pop())
 
+    def to_camera(self, points: Tensor) -> Tensor:
+        """Camera-space coordinates [B,N,3] (x right, y down, z = depth) of world points [B,N,3]."""
+        return points @ self.viewmat[:, :3, :3].transpose(-1, -2) + self.viewmat[:, None, :3, 3]
+
     def project(self, points: Tensor) -> Tensor:
         """Pixel coordinates [B,N,2] of world points [B,N,3] (pixel centres at +0.5)."""
-        cam = points @ self.viewmat[:, :3, :3].transpose(-1, -2) + self.viewmat[:, None, :3, 3]
-        uv = cam @ self.K.transpose(-1, -2)
+        uv = self.to_camera(points) @ self.K.transpose(-1, -2)
         return uv[..., :2] / uv[..., 2:3]
 
 

@@ -87,6 +87,15 @@ class Avatar:
     def detach(self) -> "Avatar":
         return self._map(Tensor.detach)
 
+    @staticmethod
+    def cat(avatars: list["Avatar"]) -> "Avatar":
+        """One avatar of the avatars' batches joined (a list of one avatar, repeated: no copy)."""
+        first = avatars[0]
+        if all(a is first for a in avatars[1:]):
+            return first
+        return replace(first, **{f.name: torch.cat([getattr(a, f.name) for a in avatars]) for f in fields(first)
+                                 if isinstance(getattr(first, f.name), Tensor)})
+
     def expand(self, batch: int) -> "Avatar":
         """A batch-1 avatar repeated ``batch`` times (no copy)."""
         if self.batch == batch:

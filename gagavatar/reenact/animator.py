@@ -75,7 +75,7 @@ class Animator:
     def source_image(self, video: VideoRecord, frame: int) -> torch.Tensor:
         """The network's input [1, 3, R, R]: the frame matted on black (as trained, whatever the
         render background), at the render size."""
-        return video.image(frame, self.size)[0][None]
+        return video.image(frame, self.size)[None]
 
     @torch.no_grad()
     def reconstruct(self, video: VideoRecord, frame: int | None = None):

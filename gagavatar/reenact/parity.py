@@ -47,7 +47,7 @@ def compute(folder: str | Path, vertex_index: np.ndarray) -> dict[str, np.ndarra
         t_points = driven.vertices(head)
         camera = driven.camera.resized(RENDER_SIZE).to(torch.float64)  # the float32 vertices, projected exactly
         points = t_points[:, torch.as_tensor(vertex_index)].double()
-        depth = (points @ camera.viewmat[:, :3, :3].transpose(-1, -2) + camera.viewmat[:, None, :3, 3])[..., 2]
+        depth = camera.to_camera(points)[..., 2]
 
         # the training loader on the driver's optim.pkl (each frame's own parameters)
         import_reference(folder / "driver", work / "train", use="optim", split="train")

@@ -16,11 +16,11 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
-import torch
 
 from gagavatar.data.frame import FrameParams
+from gagavatar.model.network import Avatar
 from gagavatar.serve.protocol import encode_image
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,6 @@ def _deliver(job, result=None, error: BaseException | None = None) -> None:
         job.loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the event loop is closed (shutting down)
         pass
-
-
-def stack_avatars(avatars: list) -> object:
-    """One avatar of batch len(avatars) from batch-1 avatars (the same one: no copy)."""
-    first = avatars[0]
-    if all(a is first for a in avatars):
-        return first
-    return replace(first, **{f.name: torch.cat([getattr(a, f.name) for a in avatars])
-                             for f in fields(first) if isinstance(getattr(first, f.name), torch.Tensor)})
 
 
 class RenderEngine:
@@ -174,7 +165,7 @@ class RenderEngine:
         if not ready:
             return
         try:
-            avatar = stack_avatars([job.avatar for job, _ in ready])
+            avatar = Avatar.cat([job.avatar for job, _ in ready])
             frames = FrameParams.cat([f for _, f in ready])
             images = list(self.animator.render(avatar, frames, batch_size=len(ready)))
         except Exception as e:

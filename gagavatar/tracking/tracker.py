@@ -321,14 +321,12 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
         for start in range(0, F, 32):
             idx = np.arange(start, min(F, start + 32))
             with torch.no_grad():
-                verts = frames[idx].vertices(head).numpy()
+                cams = frames[idx].camera.to_camera(frames[idx].vertices(head)).numpy()
             for j, i in enumerate(idx):
                 crop = record.frame(int(i))
                 if valid[i]:
-                    view = extra["viewmat"][i]
-                    cam = verts[j] @ view[:3, :3].T + view[:3, 3]
                     fitted = extra["fit_landmarks"][i] if "fit_landmarks" in extra else None
-                    yield overlay_frame(crop, cam, params["K"][i], faces, params["landmarks"][i], fitted)
+                    yield overlay_frame(crop, cams[j], params["K"][i], faces, params["landmarks"][i], fitted)
                 else:
                     yield overlay_frame(crop, None, None, None, None, None)
                 bar.update(1)

@@ -92,7 +92,7 @@ def render_held_out(animator: Animator, held: HeldOut, frames: np.ndarray) -> tu
     avatar = animator.reconstruct(held.video, held.source)
     driven = held.video.frames(frames).replace(shape=held.video.frames(held.source).shape.expand(len(frames), -1))
     rendered = torch.cat([animator.images(avatar, driven[i:i + 8]) for i in range(0, len(frames), 8)]).cpu()
-    truth = torch.stack([held.video.image(int(i), animator.size)[0] for i in frames])
+    truth = torch.stack([held.video.image(int(i), animator.size) for i in frames])
     return rendered, truth
 
 
@@ -212,7 +212,7 @@ def _contact_sheet(held: HeldOut, one_shot: torch.Tensor, personal: torch.Tensor
     """Columns of held-out frames; rows ground truth | one-shot | personalised."""
     pick = np.unique(np.linspace(0, len(held.frames) - 1, n).round().astype(int))
     size = personal.shape[-1]
-    truth = [tensor_to_image(held.video.image(int(held.frames[i]), size)[0]) for i in pick]
+    truth = [tensor_to_image(held.video.image(int(held.frames[i]), size)) for i in pick]
     return write_image_grid([truth, [tensor_to_image(one_shot[i]) for i in pick],
                              [tensor_to_image(personal[i]) for i in pick]], path,
                             row_labels=["ground truth", "one-shot", "personalised"],
