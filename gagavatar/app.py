@@ -39,7 +39,7 @@ from PIL import Image  # noqa: E402
 
 from gagavatar import commands  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
-from gagavatar.system import require  # noqa: E402
+from gagavatar.system import default_device, require  # noqa: E402
 from gagavatar.reenact import (  # noqa: E402
     BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color,
     source_frame,
@@ -147,7 +147,7 @@ class Studio:
                  root: str | Path | None = None, limits: Limits | None = None):
         self.checkpoint, self.head_model = checkpoint, head_model
         self.limits = limits or Limits()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         self.orbit_frames = orbit_frames
         self.root = Path(root) if root else Path(tempfile.gettempdir()) / "gagavatar-app"
         self._animator: Animator | None = None

@@ -47,6 +47,7 @@ from gagavatar.eval.metrics import identity_encoder, keypoint_distance, psnr, ss
 from gagavatar.io import resize_image
 from gagavatar.io import tensor_to_image as to_uint8
 from gagavatar.model.loader import MODEL_FILE, resolve_checkpoint
+from gagavatar.system import default_device
 from gagavatar.tracking.fitting import FitConfig
 
 SELF_METRICS = ("psnr", "ssim", "lpips", "csim", "aed", "apd", "akd")
@@ -457,7 +458,7 @@ def evaluate_methods(methods: list[Method], data: str | Path, out_dir: str | Pat
         size = max((v.width for v in videos), default=512)
 
     lpips, lpips_status = resolve_lpips(config.lpips_weights, [m.checkpoint for m in methods if m.checkpoint])
-    lpips_device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lpips_device = default_device(config.device)
     # the tracker fits the head model the user gave, else the first run's, else the bundled one
     fit_head = _load_head(config.head_model, first_model.checkpoint if first_model else None)
     evaluator = Evaluator(data, config, size, None if lpips is None else lpips.to(lpips_device), lpips_device,

@@ -24,6 +24,7 @@ from gagavatar.geometry import orbit
 from gagavatar.io import tensor_to_image
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, is_bundled_model, source_frame
 from gagavatar.reenact.motion import MotionControls, drive
+from gagavatar.system import default_device
 
 
 class Animator:
@@ -54,7 +55,7 @@ class Animator:
         from gagavatar.head import HeadModel, load_head_model
         from gagavatar.model import load
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(device)
         path = bundled(DEFAULT_CHECKPOINT) if checkpoint is None else Path(checkpoint)
         if checkpoint is None and not path.is_file():
             raise FileNotFoundError(f"the bundled tiny model is missing from this install: {path}")

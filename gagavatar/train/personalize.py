@@ -28,6 +28,7 @@ from gagavatar.io import check_writable, tensor_to_image, write_image_grid
 from gagavatar.model import load, save
 from gagavatar.reenact import Animator, load_tracked, source_frame
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, is_bundled_model
+from gagavatar.system import default_device
 from gagavatar.train.trainer import TrainConfig, train
 
 
@@ -146,7 +147,7 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
     check_writable(out)
     work = Path(cfg.workdir) if cfg.workdir else out.with_name(out.stem + ".work")
     base = str(bundled(DEFAULT_CHECKPOINT)) if cfg.checkpoint is None else cfg.checkpoint
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
 
     say(f"personalize: tracking {cfg.video}")
     one_shot = Animator.load(base, cfg.head_model, device=device)
