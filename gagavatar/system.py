@@ -3,6 +3,7 @@ one-line description for reports."""
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 
 
@@ -18,6 +19,24 @@ def require(module: str, extra: str, what: str):
     except ImportError as e:
         raise MissingExtra(f"{what} needs {module.split('.')[0]}, which is not installed: "
                            f"pip install 'gagavatar[{extra}]'") from e
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_torch_threads(threads: int = 0) -> int:
+    """Set torch's CPU threads, the one place that does: ``threads``, or 0: half the usable
+    cores, 1 to 4 (on a busy machine more threads than free cores make torch's parallel loops
+    wait on each other; the other cores run event loops, trackers, decoders). Returns the count."""
+    import torch
+
+    n = threads if threads > 0 else max(1, min(4, usable_cores() // 2))
+    torch.set_num_threads(n)
+    return n
 
 
 def default_device(device: str | None = None) -> str:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gagavatar"
 
 # The pipeline, earliest first. A unit is a top-level module or subpackage of gagavatar.
 LAYERS = [
-    ("foundations", {"io", "geometry", "system", "known_files", "assets"}),
+    ("foundations", {"errors", "settings", "io", "geometry", "system", "known_files", "assets"}),
     ("head model and rasterizer", {"head", "render"}),
     ("data", {"data"}),
     ("tracking and synthetic data", {"tracking", "synthetic"}),

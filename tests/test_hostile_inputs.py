@@ -235,7 +235,7 @@ def test_video_with_a_damaged_end_is_tracked_and_reported(tmp_path):
     tracked, the exit status is 0, and one line says how many of the 48 could be read."""
     whole = gio.write_video(tmp_path / "whole.mp4", frames(48))
     fast = tmp_path / "fast.mp4"  # the index (moov) first, as phones and web videos have it
-    subprocess.run([gio._ffmpeg(), "-v", "error", "-i", whole, "-c", "copy", "-movflags", "+faststart", fast],
+    subprocess.run([gio.ffmpeg_exe(), "-v", "error", "-i", whole, "-c", "copy", "-movflags", "+faststart", fast],
                    check=True)
     data = fast.read_bytes()
     cut = tmp_path / "cut.mp4"

@@ -1,0 +1,87 @@
+"""Configuration dataclasses that are also command lines.
+
+A config field declared with ``setting`` carries its help text; ``command_options`` turns
+the dataclass into a typer command's options, so each default and each help line is
+written once, in the dataclass (as LivePortrait derives its CLI from its config):
+
+    @dataclass
+    class ServeConfig:
+        port: int = setting(8765, "port to listen on", min=1, max=65535)
+
+    @app.command()
+    @command_options(ServeConfig)
+    def serve(config: ServeConfig): ...
+
+Typer reads the wrapper's signature: one ``--option`` per field (``--max-fps``; a
+``tuple[str, ...]`` field is a repeatable option; ``flag`` renames one), each with its
+default, help, bounds and environment variable. Modules that declare such configs import
+no torch, so ``gagavatar --help`` stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+
+
+def setting(default, help: str, *, flag: str | None = None, envvar: str | None = None,
+            min: float | None = None, max: float | None = None, cli: bool = True):  # noqa: A002 - typer's names
+    """A dataclass field with its command-line help. ``flag``: the option's name when not
+    ``--field-name``; ``envvar``: read from this environment variable; ``min`` / ``max``: bounds
+    checked where the option is parsed; ``cli=False``: not an option."""
+    meta = {"help": help, "flag": flag, "envvar": envvar, "min": min, "max": max, "cli": cli}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple (immutable) default for a setting")
+    return dataclasses.field(default=default, metadata={"setting": meta})
+
+
+def _option_type(annotation):
+    """The type typer parses for a field's annotation: ``X | None`` -> X, ``tuple[X, ...]`` -> list[X]."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return _option_type(args[0])
+    if typing.get_origin(annotation) is tuple:
+        return list[args[0]]
+    return annotation
+
+
+def cli_fields(config_cls) -> list[dataclasses.Field]:
+    """The fields of ``config_cls`` that are command-line options (declared with ``setting``)."""
+    return [f for f in dataclasses.fields(config_cls) if f.metadata.get("setting", {}).get("cli")]
+
+
+def command_options(config_cls, **overrides):
+    """Decorator: ``fn(config, **rest)`` becomes a typer command whose options are the
+    ``setting`` fields of ``config_cls`` (plus ``fn``'s other parameters, as declared).
+    ``overrides``: field -> default for this command only."""
+    import typer
+
+    hints = typing.get_type_hints(config_cls)
+
+    def decorate(fn):
+        own = [p for name, p in inspect.signature(fn).parameters.items() if name != "config"]
+        params = []
+        for f in cli_fields(config_cls):
+            meta = f.metadata["setting"]
+            default = overrides.get(f.name, f.default)
+            kind = _option_type(hints[f.name])
+            names = [meta["flag"]] if meta["flag"] else []
+            option = typer.Option(list(default) if isinstance(default, tuple) else default, *names,
+                                  help=meta["help"], envvar=meta["envvar"], show_envvar=bool(meta["envvar"]),
+                                  min=meta["min"], max=meta["max"])
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=kind))
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            fields = {f.name: kwargs.pop(f.name) for f in cli_fields(config_cls)}
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+            return fn(config_cls(**fields), **kwargs)
+
+        command.__signature__ = inspect.Signature(
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + params)
+        del command.__wrapped__  # typer must read the signature above, not fn's
+        return command
+
+    return decorate
