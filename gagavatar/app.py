@@ -39,6 +39,7 @@ from PIL import Image  # noqa: E402
 
 from gagavatar import commands  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
+from gagavatar.errors import NoFaceError  # noqa: E402
 from gagavatar.system import default_device, require  # noqa: E402
 from gagavatar.reenact import (  # noqa: E402
     BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color,
@@ -100,10 +101,9 @@ def _clear_message(error: Exception, hide=()) -> str:
         text = text.replace(folder.rstrip("/") + "/", "")
     if isinstance(error, CheckpointError):
         return f"Wrong checkpoint: {text}"
-    if "no face" in text.lower() or "without a face" in text.lower() or "has no tracked face" in text.lower():
+    if isinstance(error, NoFaceError):
         return f"No face found: {text}"
-    if isinstance(error, gio.InputError) or "cannot read" in text.lower() or "cannot open" in text.lower() \
-            or "cannot decode" in text.lower():
+    if isinstance(error, gio.InputError):
         return f"Unreadable file: {text}"
     return text
 

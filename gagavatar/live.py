@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gagavatar import io as gio
-from gagavatar.reenact import Animator, Motion, MotionControls, load_tracked, source_frame
+from gagavatar.reenact import Animator, Motion, MotionControls
+from gagavatar.tracking.inputs import load_tracked, source_frame
+from gagavatar.tracking.stream import FrameTracker
 
 DEFAULT_OUT = "live.mp4"  # where the result goes without a display and without --out
 
@@ -62,41 +63,6 @@ def camera_frames(index: int):
 
 def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-class FrameTracker:
-    """One frame at a time: landmarks -> the reference's framing -> a short fit (the shape is
-    fitted on the first face, then kept) -> ``FrameParams`` of one frame, or None without a face."""
-
-    def __init__(self, head, size: int = 512):
-        from gagavatar.tracking import framing
-        from gagavatar.tracking.fitting import FitConfig
-        from gagavatar.tracking.landmarks import LandmarkDetector
-        from gagavatar.tracking.matting import Segmenter
-        from gagavatar.tracking.rig import LandmarkRig
-
-        self.head, self.size, self.shape = head, size, None
-        self.detector, self.segmenter = LandmarkDetector(video=True), Segmenter()
-        self.framer = framing.Framer(self.segmenter, size, framing.BOX_EMA)
-        self.config = FitConfig(iterations=3)
-        with torch.no_grad():
-            self.rig = LandmarkRig(head, n_shape=self.config.shape_components)  # once, not per frame
-
-    def __call__(self, frame: np.ndarray):
-        from gagavatar.tracking.fitting import fit_landmarks
-
-        landmarks = self.detector(frame)
-        if landmarks is None:
-            return None
-        framed = self.framer(frame, landmarks)
-        fit = fit_landmarks(self.head, framed.landmarks.points[None, :, :2], self.size, self.config,
-                            shape=self.shape, rig=self.rig)
-        self.shape = fit.shape if self.shape is None else self.shape
-        return fit.frames(self.size)
-
-    def close(self) -> None:
-        self.detector.close()
-        self.segmenter.close()
 
 
 def live(source, camera: int | None = 0, driver=None, out=None, show: bool = True, checkpoint=None,

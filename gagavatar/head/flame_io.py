@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gagavatar.errors import InputError
+
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
 FLAME_SHAPE_COLUMNS = 300  # FLAME's 400 blend-shape columns: 300 shape, then 100 expression
 
@@ -49,7 +51,7 @@ OBTAIN_HINT = ("FLAME cannot be redistributed: register at https://flame.is.tue.
                "Without FLAME, HeadModel.default() gives the bundled synthetic head.")
 
 
-class HeadFileError(ValueError):
+class HeadFileError(InputError):
     """A head-model or landmark file that exists but cannot be used (wrong, truncated, corrupt)."""
 
 

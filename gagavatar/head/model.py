@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gagavatar.assets import bundled
 from gagavatar.geometry.rotation import axis_angle_to_matrix
 from gagavatar.head import flame_io
 
-DEFAULT_HEAD_PATH = Path(__file__).resolve().parents[1] / "assets" / "head" / "synthetic_head.npz"
+DEFAULT_HEAD_PATH = bundled("head/synthetic_head.npz")
 
 
 def _planar(dirs: np.ndarray) -> Tensor:

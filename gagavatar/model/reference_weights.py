@@ -11,9 +11,10 @@ other vector by 0.1.
 from __future__ import annotations
 
 import math
-from importlib import resources
 
 import torch
+
+from gagavatar.assets import bundled
 
 _NORM_GAIN_SUFFIXES = ("norm.weight", "norm1.weight", "norm2.weight", ".gamma")
 
@@ -21,7 +22,7 @@ _NORM_GAIN_SUFFIXES = ("norm.weight", "norm1.weight", "norm2.weight", ".gamma")
 def official_listing(path=None) -> list[tuple[str, tuple[int, ...]]]:
     """[(name, shape)] of the released checkpoint, in file order (597 entries)."""
     if path is None:
-        text = resources.files("gagavatar.assets").joinpath("official_state_dict.txt").read_text()
+        text = bundled("official_state_dict.txt").read_text()
     else:
         text = open(path).read()
     listing = []

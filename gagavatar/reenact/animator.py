@@ -18,13 +18,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from gagavatar.assets import bundled
 from gagavatar.data.format import VideoRecord
 from gagavatar.data.frame import FrameParams
+from gagavatar.errors import NoFaceError
 from gagavatar.geometry import orbit
 from gagavatar.io import tensor_to_image
-from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, is_bundled_model, source_frame
+from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
 from gagavatar.reenact.motion import MotionControls, drive
 from gagavatar.system import default_device
+from gagavatar.tracking.inputs import source_frame
 
 
 class Animator:
@@ -83,7 +86,7 @@ class Animator:
         """The avatar (batch 1) of one tracked frame; None: ``source_frame(video)``."""
         frame = source_frame(video) if frame is None else frame
         if not video.params["valid"][frame]:
-            raise ValueError(f"source frame {frame} of {video.id} has no tracked face")
+            raise NoFaceError(f"source frame {frame} of {video.id} has no tracked face: use a frame that shows one")
         camera = video.frames(frame).camera.to(self.device)
         return self.model.reconstruct(self.source_image(video, frame).to(self.device), camera)
 

@@ -21,7 +21,7 @@ from gagavatar.data.format import VideoRecord
 from gagavatar.data.frame import FrameParams
 from gagavatar.geometry import (Camera, axis_angle_to_matrix, matrix_to_axis_angle, reference_to_viewmat,
                                 viewmat_to_reference)
-from gagavatar.reenact.inputs import driver_frames, source_frame
+from gagavatar.tracking.inputs import driver_frames, source_frame
 from gagavatar.tracking.smoothing import Smoother, weights_for
 
 TRANSFER_MODES = ("all", "expression", "pose")

@@ -26,8 +26,8 @@ from gagavatar.data.pairs import PairDataset, collate
 from gagavatar.data.reference import import_reference
 from gagavatar.head import load_head_model
 from gagavatar.model.lifting import point_plane
-from gagavatar.reenact.inputs import load_tracked, source_frame
 from gagavatar.reenact.motion import drive
+from gagavatar.tracking.inputs import load_tracked, source_frame
 
 RENDER_SIZE = 512  # expected.npz projects at the reference's render size
 PLANE_SIZE = 296   # the reference's point plane

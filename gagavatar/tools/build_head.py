@@ -45,12 +45,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gagavatar.assets import bundled
 from gagavatar.head.flame_io import save_head_npz
 from gagavatar.head.model import vertex_normals
 from gagavatar.synthetic.basis_names import EXPRESSIONS, SHAPES
 from gagavatar.tracking.landmarks import canonical_face
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "head"
+ASSETS = bundled("head")
 BUNDLED_PATH = ASSETS / "synthetic_head.npz"
 BUNDLED_SEED = 0
 BUNDLED_COLUMNS = (100, 50)  # shape, expression columns kept in the bundled file (size)

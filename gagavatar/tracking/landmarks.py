@@ -13,14 +13,15 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from gagavatar.assets import bundled
 
 log = logging.getLogger(__name__)
 
 N_LANDMARKS = 478
-CANONICAL_FACE_PATH = Path(__file__).resolve().parents[1] / "assets" / "head" / "mediapipe_canonical_face.obj"
+CANONICAL_FACE_PATH = bundled("head/mediapipe_canonical_face.obj")
 RIGHT_IRIS = 468  # the subject's right iris centre (left in the image for a frontal face)
 LEFT_IRIS = 473
 # Larger inputs are shrunk before face detection (which reads at most a 192x192

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gagavatar.assets import bundled
 from gagavatar.data.format import VIDEO_FILE, Dataset, VideoRecord, read_json, update_index, write_json
 from gagavatar.eval.evaluate import jsonable, resolve_lpips
 from gagavatar.eval.metrics import psnr, ssim
 from gagavatar.io import check_writable, tensor_to_image, write_image_grid
 from gagavatar.model import load, save
 from gagavatar.reenact import Animator, load_tracked, source_frame
-from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, bundled, is_bundled_model
+from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
 from gagavatar.system import default_device
 from gagavatar.train.trainer import TrainConfig, train
 
