@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from gagavatar.cli import app
 from gagavatar.data import Dataset
 from gagavatar.tracking.build import (
-    LOG_FILE, REPORT_FILE, STAGING_DIR, BuildConfig, Clip, WorkerPool, find_clips, parse_fractions, parse_shard,
-    shard_of, split_of, video_ids,
+    LOG_FILE, REPORT_FILE, STAGING_DIR, BuildConfig, BuildSummary, Clip, WorkerPool, find_clips, parse_fractions,
+    parse_shard, shard_of, split_of, video_ids,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +98,21 @@ def test_build_records_failures_and_goes_on(one_run):
     assert failed["bob/sky.mp4"]["reason"] == "no face in any of its 4 frame(s)" and failed["bob/sky.mp4"]["frames"] == 4
     assert report["tracked"] == 2 and report["frames"] == 8 and report["status"] == "finished"
     assert not (out / STAGING_DIR).exists() and not (out / "bob__sky").exists()
+    # the console names each failed clip and its reason, not only the report
+    lines = result.output.splitlines()
+    assert f"  failed: bob/broken.mp4: {failed['bob/broken.mp4']['reason']}" in lines
+    assert "  failed: bob/sky.mp4: no face in any of its 4 frame(s)" in lines
+
+
+def test_console_names_ten_failures_then_counts_the_rest(tmp_path):
+    failed = [{"clip": f"p/clip{i:02d}.mp4", "id": f"p__clip{i:02d}", "reason": f"reason {i}", "frames": None}
+              for i in range(13)]
+    failed[12]["earlier"] = True
+    lines = BuildSummary(tmp_path, 13, failed=failed).lines()
+    assert lines[0] == f"0 clips tracked, 13 failed (see {tmp_path / REPORT_FILE})"
+    assert lines[1:12] == [f"  failed: p/clip{i:02d}.mp4: reason {i}" for i in range(10)] + ["  ... and 3 more"]
+    assert BuildSummary(tmp_path, 1, failed=failed[12:]).lines()[1] == "  failed: p/clip12.mp4: reason 12 (earlier run)"
+    assert not any("failed:" in line for line in BuildSummary(tmp_path, 0).lines())
 
 
 def test_resume_after_kill(one_run, tmp_path):

@@ -36,8 +36,8 @@ from gagavatar.geometry import (REFERENCE_FOCAL, WORLD_SCALE, Camera, axis_rotat
                                 viewmat_to_reference)
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 from gagavatar.synthetic.basis_names import EXPRESSIONS
+from gagavatar.tracking.framing import CROP_SCALE  # the reference crops a square of 1.65 x the head box
 
-CROP_SCALE = 1.65          # the reference crops a square of 1.65 x the head box
 SYNTHETIC_HEAD_ID = "synthetic-default"  # = gagavatar.head.HeadModel.default()
 
 
