@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"
 	# LPIPS v0.1 linear heads (6 KB file, read by path; the package itself is never imported)
 	$(BIN)/pip install -q --no-deps lpips==0.1.4
+	# gsplat: pure Python until its first CUDA use; CPU tests use its torch reference code (no deps: never a CUDA torch)
+	$(BIN)/pip install -q --no-deps "gsplat>=1.5"
 	$(BIN)/pip install -q -e ".[app,serve,eval,reference,dev]"
 	# Debian's chromium for the app's browser test (tests/test_app.py skips without it); never a browser download
 	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \

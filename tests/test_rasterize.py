@@ -277,6 +277,7 @@ def test_gradient_of_features_only():
     assert torch.allclose(grad[..., 0], grad[..., 1]) and (grad > 0).any()
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_torch_backend_on_cuda_matches_cpu():
     width, height = 40, 32
@@ -287,6 +288,7 @@ def test_torch_backend_on_cuda_matches_cpu():
         torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_gsplat_matches_torch():
     pytest.importorskip("gsplat")

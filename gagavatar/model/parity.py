@@ -1,12 +1,14 @@
 """Exactness check against numbers the reference network itself produced (SPEC §8).
 
-    python -m gagavatar.model.parity FIXTURE.npz [--dtype float64|float32] [--tol T]
+    python -m gagavatar.model.parity FIXTURE.npz [--dtype float64|float32] [--device cpu|cuda] [--tol T]
 
 Builds the ``paper`` network with SPEC §8's deterministic weights (seed read
 from the file), runs it on the file's inputs and prints, for every output group
 in the file, the largest absolute difference; exits 1 if any exceeds ``--tol``.
 The file covers the network only (no rasterisation): plane, direction code,
 F_id, decoder, every Gaussian attribute, and the refiner on a given input.
+``--device cuda`` runs the network on the GPU (TF32 off unless ``--tf32``: the
+check is of float32 itself).
 """
 from __future__ import annotations
 
@@ -47,15 +49,17 @@ def _sample_indices(total: int, count: int) -> np.ndarray:
     return idx
 
 
-def compute_outputs(fixture, dtype: torch.dtype = torch.float64, model=None) -> dict[str, np.ndarray]:
-    """Run the network on the fixture's inputs; returns arrays named like the fixture's outputs."""
+def compute_outputs(fixture, dtype: torch.dtype = torch.float64, model=None,
+                    device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """Run the network on the fixture's inputs (on ``device``); returns arrays named like the
+    fixture's outputs."""
     f = fixture
     model = deterministic_paper_model(int(f["weight_seed"]), dtype) if model is None else model
-    model.eval()
+    model.eval().to(device)
     out = {}
     with torch.no_grad():
-        image = torch.from_numpy(f["source_image_u8"]).to(dtype)[None] / 255.0
-        source = Camera.from_reference(torch.from_numpy(f["source_transform"])[None], 512)
+        image = torch.from_numpy(f["source_image_u8"]).to(device=device, dtype=dtype)[None] / 255.0
+        source = Camera.from_reference(torch.from_numpy(f["source_transform"])[None], 512).to(device)
         enc = model.encode(image, source)
         P2 = enc.plane_points.shape[1]
         out["plane_dirs"] = enc.plane_dirs[0]
@@ -69,7 +73,7 @@ def compute_outputs(fixture, dtype: torch.dtype = torch.float64, model=None) -> 
 
         avatar = model.gaussians_from(enc)
         del enc, fmap
-        points = torch.from_numpy(f["target_points"]).to(dtype)[None]
+        points = torch.from_numpy(f["target_points"]).to(device=device, dtype=dtype)[None]
         gauss = {"xyz": avatar.means(points)[0], "colors": avatar.features[0], "opacities": avatar.opacities[0],
                  "scales": avatar.scales[0], "rotations": avatar.rotations[0]}
         idx = torch.from_numpy(f["gaussian_idx"])
@@ -81,7 +85,7 @@ def compute_outputs(fixture, dtype: torch.dtype = torch.float64, model=None) -> 
         del avatar, gauss
 
         if "refiner_input_64" in f and model.refiner is not None:
-            x = torch.from_numpy(f["refiner_input_64"]).to(dtype)
+            x = torch.from_numpy(f["refiner_input_64"]).to(device=device, dtype=dtype)
             x = F.interpolate(x, size=(512, 512), mode="bilinear", align_corners=False)
             logits = model.refiner(x, noise="stored", return_logits=True)[0]
             output = torch.sigmoid(logits)
@@ -91,7 +95,7 @@ def compute_outputs(fixture, dtype: torch.dtype = torch.float64, model=None) -> 
             out["refiner_logits_mean"] = logits.mean(dim=(1, 2))
             out["refiner_output_mean"] = output.mean(dim=(1, 2))
     out["n_gaussians"] = torch.tensor(n)
-    return {k: v.double().numpy() for k, v in out.items()}
+    return {k: v.double().cpu().numpy() for k, v in out.items()}
 
 
 def compare(fixture, computed: dict[str, np.ndarray]) -> list[tuple[str, float, float]]:
@@ -125,13 +129,14 @@ def compare(fixture, computed: dict[str, np.ndarray]) -> list[tuple[str, float, 
     return rows
 
 
-def run(path, dtype: torch.dtype = torch.float64, include_refiner: bool = True) -> list[tuple[str, float, float]]:
-    """Load the fixture at ``path``, compute, compare."""
+def run(path, dtype: torch.dtype = torch.float64, include_refiner: bool = True,
+        device: str | torch.device = "cpu") -> list[tuple[str, float, float]]:
+    """Load the fixture at ``path``, compute (on ``device``), compare."""
     with np.load(path) as data:
         fixture = {k: data[k] for k in data.files}
     if not include_refiner:
         fixture = {k: v for k, v in fixture.items() if not k.startswith("refiner_")}
-    return compare(fixture, compute_outputs(fixture, dtype))
+    return compare(fixture, compute_outputs(fixture, dtype, device=device))
 
 
 def main(argv=None) -> int:
@@ -142,11 +147,19 @@ def main(argv=None) -> int:
                         help="largest allowed absolute difference (default 1e-5 in float64, 1e-3 in float32, "
                              "whose rounding alone reaches ~1e-4 on the refiner's logits)")
     parser.add_argument("--no-refiner", action="store_true", help="skip the refiner groups")
+    parser.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--tf32", action="store_true", help="on CUDA, let matrix products and convolutions use "
+                                                            "TF32 (off by default: float32 is what is checked)")
     args = parser.parse_args(argv)
     if args.tol is None:
         args.tol = 1e-5 if args.dtype == "float64" else 1e-3
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA device here")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     t0 = time.perf_counter()
-    rows = run(args.fixture, getattr(torch, args.dtype), include_refiner=not args.no_refiner)
+    rows = run(args.fixture, getattr(torch, args.dtype), include_refiner=not args.no_refiner, device=device)
     width = max(len(r[0]) for r in rows)
     print(f"{'group':<{width}}  {'max |diff|':>11}  {'max |ref|':>11}")
     for name, diff, ref in rows:
@@ -154,7 +167,7 @@ def main(argv=None) -> int:
         print(f"{name:<{width}}  {diff:11.3e}  {ref:11.3e}{flag}")
     worst = max(rows, key=lambda r: r[1])
     ok = worst[1] <= args.tol
-    print(f"{args.dtype}: worst {worst[0]} {worst[1]:.3e} ({'<=' if ok else '>'} tol {args.tol:g}); "
+    print(f"{args.dtype} on {device}: worst {worst[0]} {worst[1]:.3e} ({'<=' if ok else '>'} tol {args.tol:g}); "
           f"{time.perf_counter() - t0:.1f} s")
     return 0 if ok else 1
 

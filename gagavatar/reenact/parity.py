@@ -1,6 +1,6 @@
 """The glue between tracked files and the network, checked against the reference's own pipeline (SPEC §10).
 
-    python -m gagavatar.reenact.parity DIR [--tol 1e-4]
+    python -m gagavatar.reenact.parity DIR [--tol 1e-4] [--device cpu|cuda]
 
 DIR holds what the public reference code was run on and what it computed:
 ``FLAME_with_eye.pt`` (a FLAME-layout head model in the reference's file layout),
@@ -9,7 +9,8 @@ here goes through the functions the commands, the app and the pair loader use, n
 a copy written for the check: the ``--head-model`` loader, ``load_tracked``, the source
 frame rule, ``drive`` (the motion controls, defaults), ``FrameParams.vertices`` (the world
 contract), the network's ``point_plane`` and the training ``PairDataset``. Prints every
-group's largest absolute difference; exits 1 if any exceeds ``--tol``.
+group's largest absolute difference; exits 1 if any exceeds ``--tol``. ``--device cuda``
+computes the head model, cameras and point plane on the GPU (the files are read on CPU).
 """
 from __future__ import annotations
 
@@ -33,17 +34,20 @@ RENDER_SIZE = 512  # expected.npz projects at the reference's render size
 PLANE_SIZE = 296   # the reference's point plane
 
 
-def compute(folder: str | Path, vertex_index: np.ndarray) -> dict[str, np.ndarray]:
-    """What this project computes from the fixture's inputs, named like expected.npz's arrays."""
+def compute(folder: str | Path, vertex_index: np.ndarray,
+            device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """What this project computes from the fixture's inputs (on ``device``), named like
+    expected.npz's arrays."""
     folder = Path(folder)
-    head = load_head_model(folder / "FLAME_with_eye.pt")
+    head = load_head_model(folder / "FLAME_with_eye.pt").to(device)
     with tempfile.TemporaryDirectory() as work, torch.no_grad():
         work = Path(work)
         source = load_tracked(folder / "source", work)  # GAGAvatar_track folders are imported as they are
         driver = load_tracked(folder / "driver", work)  # smoothed.pkl when present, as the reference's DriverData
-        source_camera = source.frames(source_frame(source)).camera
+        source_camera = source.frames(source_frame(source)).camera.to(device)
         plane_points, plane_dirs = point_plane(source_camera, PLANE_SIZE)
         driven, _ = drive(source, driver)
+        driven = driven.to(device)
         t_points = driven.vertices(head)
         camera = driven.camera.resized(RENDER_SIZE).to(torch.float64)  # the float32 vertices, projected exactly
         points = t_points[:, torch.as_tensor(vertex_index)].double()
@@ -52,21 +56,21 @@ def compute(folder: str | Path, vertex_index: np.ndarray) -> dict[str, np.ndarra
         # the training loader on the driver's optim.pkl (each frame's own parameters)
         import_reference(folder / "driver", work / "train", use="optim", split="train")
         pairs = PairDataset(work / "train", split="train", source_frame="first")
-        train = collate([pairs[i] for i in range(len(pairs))])["target"]
+        train = collate([pairs[i] for i in range(len(pairs))])["target"].to(device)
         out = {
             "plane_points": plane_points[0], "plane_dirs": plane_dirs[0],
             "t_points": t_points, "t_transform": driven.camera.to_reference(),
             "pixels": camera.project(points), "depth": depth,
             "train_points": train.vertices(head), "train_transform": train.camera.to_reference(),
         }
-    return {k: v.double().numpy() for k, v in out.items()}
+    return {k: v.double().cpu().numpy() for k, v in out.items()}
 
 
-def compare(folder: str | Path) -> list[tuple[str, float, float]]:
+def compare(folder: str | Path, device: str | torch.device = "cpu") -> list[tuple[str, float, float]]:
     """[(group, max abs difference, max abs expected value)] for every group of expected.npz."""
     with np.load(Path(folder) / "expected.npz") as f:
         expected = {k: f[k] for k in f.files}
-    ours = compute(folder, expected["vertex_index"])
+    ours = compute(folder, expected["vertex_index"], device)
     rows = []
     for name, value in ours.items():
         want = np.asarray(expected[name], np.float64)
@@ -80,9 +84,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gagavatar.reenact.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a pipeline fixture folder (SPEC §10), e.g. shared/reference/pipeline_fixture")
     parser.add_argument("--tol", type=float, default=1e-4, help="largest allowed absolute difference (float32)")
+    parser.add_argument("--device", default="cpu", help="where to compute: cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA device here")
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 is what is checked
     t0 = time.perf_counter()
-    rows = compare(args.folder)
+    rows = compare(args.folder, device)
     width = max(len(r[0]) for r in rows)
     print(f"{'group':<{width}}  {'max |diff|':>11}  {'max |ref|':>11}")
     for name, diff, ref in rows:

@@ -302,8 +302,9 @@ def _plan_tiles(params: Tensor, radius: Tensor, batch: Tensor, n_batch: int, wid
     tile = _choose_tile(radius)
     tiles_x, tiles_y = -(-width // tile), -(-height // tile)
     device = params.device
+    # gsplat's box: tiles floor((m - r) / tile) to ceil((m + r) / tile), the upper end excluded
     lo = torch.floor((params[:, :2] - radius) / tile).long()
-    hi = torch.floor((params[:, :2] + radius) / tile).long()
+    hi = torch.ceil((params[:, :2] + radius) / tile).long() - 1
     lo[:, 0].clamp_(0, tiles_x - 1)
     lo[:, 1].clamp_(0, tiles_y - 1)
     hi[:, 0].clamp_(0, tiles_x - 1)
@@ -502,10 +503,18 @@ class _CompositeTiles(torch.autograd.Function):
         return grad_coef, grad_feats, None, None
 
 
-def _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks, width, height,
-                     background, near_plane) -> RasterOutput:
-    B, N, C = features.shape
-    dtype, device = means.dtype, means.device
+class _Splats(NamedTuple):
+    """The torch backend's projected and planned splats (see ``_project_and_plan``)."""
+
+    projection: Projection
+    index: Tensor   # [G] visible Gaussians as flattened b * N + n, in depth order
+    params: Tensor  # [G, 6] (mean x, mean y, conic a, b, c, log opacity), differentiable
+    plan: _TilePlan
+
+
+def _project_and_plan(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane) -> _Splats:
+    """Project, keep the visible Gaussians in depth order, list their (tile, Gaussian) pairs."""
+    B, N = means.shape[:2]
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane)
     index = torch.nonzero(proj.visible.reshape(-1))[:, 0]  # flattened b * N + n
     index = index[torch.argsort(proj.depth.reshape(-1)[index])]  # depth order
@@ -513,13 +522,22 @@ def _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks, wi
     def visible(t: Tensor, width: int) -> Tensor:  # [B, N, width] -> [G, width]
         return t.reshape(B * N, width).index_select(0, index)
 
-    depth = visible(proj.depth, 1)
     params = torch.cat([visible(proj.mean2d, 2), visible(proj.conic, 3), torch.log(visible(opacities, 1))], -1)
-    # composite features, depth and 1 (whose sum of weights is alpha) in one pass
-    feats = torch.cat([visible(features, C), depth, torch.ones_like(depth)], -1)  # [G, C + 2]
     with torch.no_grad():
         batch = torch.div(index, max(N, 1), rounding_mode="floor")
         plan = _plan_tiles(params.detach(), visible(proj.radius, 2), batch, B, width, height)
+    return _Splats(proj, index, params, plan)
+
+
+def _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks, width, height,
+                     background, near_plane) -> RasterOutput:
+    B, N, C = features.shape
+    dtype, device = means.dtype, means.device
+    proj, index, params, plan = _project_and_plan(means, quats, scales, opacities, viewmats, Ks, width, height,
+                                                  near_plane)
+    depth = proj.depth.reshape(B * N, 1).index_select(0, index)
+    # composite features, depth and 1 (whose sum of weights is alpha) in one pass
+    feats = torch.cat([features.reshape(B * N, C).index_select(0, index), depth, torch.ones_like(depth)], -1)
     coef = _pair_coefficients(params, plan)
     acc = _CompositeTiles.apply(coef, feats, plan, _pixel_basis(plan.tile, dtype, device))  # [B*tiles, C+2, S]
 
@@ -537,6 +555,38 @@ def _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks, wi
 # gsplat backend
 # ---------------------------------------------------------------------------
 
+# What ``rasterize`` asks of gsplat, checked against gsplat's own reference code on CPU
+# by tests/test_gsplat_conventions.py:
+# * batch: the B scenes are gsplat's leading batch dimension and each has one camera
+#   (means [B, N, 3], viewmats [B, 1, 4, 4]): one call, images [B, 1, H, W, C + 1];
+# * the same conventions: viewmats world to camera (OpenCV axes), quaternions w first
+#   (normalised by both), scales standard deviations (linear), pixel centres at
+#   (i + 0.5, j + 0.5) in the same pinhole K, the same Jacobian clamp (1.3x the field
+#   of view), EWA with 0.3 px^2 dilation (eps2d; rasterize_mode "classic": no
+#   compensation factor), centres with z < near_plane dropped (z = near_plane kept),
+#   radius_clip 0 (a splat is dropped only when both radii are 0), the opacity-aware
+#   box (gsplat >= 1.5 passes the opacities to its projection), alpha < 1/255 skipped,
+#   compositing stopped before T <= 1e-4, expected depth normalised by alpha ("RGB+ED");
+# * one difference: gsplat clamps alpha at 0.999, 3DGS at 0.99, so opacities are clamped
+#   at 0.99 (exact for opacities <= 0.99; within 0.01 in alpha above).
+# 33 = the paper's 32 feature channels + depth in one pass (gsplat has kernels for 33
+# channels; its default chunk of 32 would composite every splat twice).
+_GSPLAT_CHANNEL_CHUNK = 33
+
+
+def _gsplat_arguments(means, quats, scales, opacities, features, viewmats, Ks, width, height, background,
+                      near_plane) -> dict:
+    """Keyword arguments of the one ``gsplat.rasterization`` call that draws all B scenes (float32)."""
+    return dict(
+        means=means.float(), quats=quats.float(), scales=scales.float(),
+        opacities=opacities.float().clamp(max=ALPHA_MAX),  # gsplat clamps alpha at 0.999, 3DGS at 0.99
+        colors=features.float(),
+        viewmats=viewmats.float()[:, None], Ks=Ks.float()[:, None],  # [B, 1, ...]: one camera per scene
+        width=width, height=height, near_plane=near_plane, radius_clip=0.0, eps2d=EPS2D, packed=False,
+        tile_size=16, backgrounds=None if background is None else background.float()[:, None],
+        render_mode="RGB+ED", rasterize_mode="classic", channel_chunk=_GSPLAT_CHANNEL_CHUNK)
+
+
 def _rasterize_gsplat(means, quats, scales, opacities, features, viewmats, Ks, width, height,
                       background, near_plane) -> RasterOutput:
     if not means.is_cuda:
@@ -546,19 +596,24 @@ def _rasterize_gsplat(means, quats, scales, opacities, features, viewmats, Ks, w
     except Exception as error:
         raise ImportError("backend='gsplat' needs the gsplat package (pip install 'gagavatar[gpu]' "
                           "or pip install gsplat); backend='torch' works without it") from error
+    return _gsplat_render(rasterization, means, quats, scales, opacities, features, viewmats, Ks, width, height,
+                          background, near_plane)
+
+
+def _gsplat_render(rasterization, means, quats, scales, opacities, features, viewmats, Ks, width, height,
+                   background, near_plane) -> RasterOutput:
+    """``rasterize`` through ``rasterization`` (gsplat's, or a stand-in with its signature)."""
+    B, N, C = features.shape
     dtype = means.dtype
-    images, alphas = [], []
-    for b in range(means.shape[0]):  # one call per scene: each has its own Gaussians and camera
-        colors, alpha, _ = rasterization(
-            means[b].float(), quats[b].float(), scales[b].float(),
-            opacities[b].float().clamp(max=ALPHA_MAX),  # gsplat clamps alpha at 0.999, 3DGS at 0.99
-            features[b].float(), viewmats[b:b + 1].float(), Ks[b:b + 1].float(), width, height,
-            near_plane=near_plane, radius_clip=0.0, eps2d=EPS2D, packed=False, tile_size=16,
-            backgrounds=None if background is None else background[b:b + 1].float(),
-            render_mode="RGB+ED", rasterize_mode="classic")
-        images.append(colors[0])  # [H, W, C + 1], expected depth last
-        alphas.append(alpha[0])
-    colors = torch.stack(images).permute(0, 3, 1, 2).to(dtype)
-    alpha = torch.stack(alphas).permute(0, 3, 1, 2).to(dtype)
+    if N == 0:  # nothing to draw (gsplat is not asked about empty scenes)
+        image = means.new_zeros(B, C, height, width)
+        if background is not None:
+            image = image + background[:, :, None, None]
+        empty = means.new_zeros(B, 1, height, width)
+        return RasterOutput(image, empty, empty.clone())
+    colors, alpha, _ = rasterization(**_gsplat_arguments(means, quats, scales, opacities, features, viewmats, Ks,
+                                                         width, height, background, near_plane))
+    colors = colors[:, 0].permute(0, 3, 1, 2).to(dtype)  # [B, C + 1, H, W], expected depth last
+    alpha = alpha[:, 0].permute(0, 3, 1, 2).to(dtype)
     depth = torch.where(alpha > 0, colors[:, -1:], torch.zeros_like(alpha))
     return RasterOutput(colors[:, :-1].contiguous(), alpha, depth)
