@@ -1,6 +1,6 @@
 """Evaluation (gagavatar.eval.evaluate / report, `gagavatar eval`): the report for a tiny
 checkpoint on a tiny synthetic dataset, perfect values for the ground truth as prediction,
-baselines against a brute-force recomputation, --compare, `bench all`'s summary."""
+baselines against a brute-force recomputation, --compare."""
 from __future__ import annotations
 
 import json
@@ -157,15 +157,3 @@ def test_cli_errors_say_what_to_do(data, tmp_path):
     assert result.exit_code == 1 and "no model.safetensors" in result.output and "--resume" in result.output
     result = runner.invoke(app, ["eval", "--compare", "--data", str(data), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "--compare needs" in result.output
-
-
-def test_bench_all_summary_rows():
-    from gagavatar.bench import summary_rows
-
-    collected = [("head", "head model forward (5,023 vertices)", ["model", "device", "batch", "ms"],
-                  [["synthetic", "cpu", 1, 0.5], ["synthetic", "cpu", 64, 2.25]]),
-                 ("track", "failed", ["error"], [["ImportError: no mediapipe"]])]
-    assert summary_rows(collected) == [
-        ["head", "head model forward", "model=synthetic, device=cpu, batch=1", "ms 0.50"],
-        ["head", "head model forward", "model=synthetic, device=cpu, batch=64", "ms 2.25"],
-        ["track", "failed", "error=ImportError: no mediapipe", ""]]
