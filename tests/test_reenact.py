@@ -128,3 +128,21 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     result = runner.invoke(app, ["novel-views", "--source", str(CLIPS / "source"), "--checkpoint",
                                  str(tmp_path / "wrong.safetensors")])
     assert result.exit_code == 1 and "head model" in result.output
+
+
+def test_a_checkpoint_is_refused_with_another_head_model_by_name(pipeline_fixture, tmp_path):
+    """The head a checkpoint was trained with is recorded in it; another head is one line naming both."""
+    from gagavatar.head import BUNDLED_HEAD_ID, HeadModel
+    from gagavatar.model import CheckpointError, load
+
+    assert load(bundled("demo/tiny.safetensors")).head_id == BUNDLED_HEAD_ID
+    flame = HeadModel.load(pipeline_fixture / "FLAME_with_eye.pt")
+    assert flame.id != BUNDLED_HEAD_ID
+    with pytest.raises(CheckpointError, match=f"trained with the head model {BUNDLED_HEAD_ID}, not {flame.id}"):
+        Animator.load(head_model=flame)
+    result = CliRunner().invoke(app, ["export-ply", "--source", str(bundled(DEMO_DATA) / "source"),
+                                      "--head-model", str(pipeline_fixture / "FLAME_with_eye.pt"),
+                                      "--out", str(tmp_path / "a.ply")])
+    assert result.exit_code == 1 and not (tmp_path / "a.ply").exists()
+    line = result.output.strip()
+    assert "\n" not in line and BUNDLED_HEAD_ID in line and flame.id in line, result.output

@@ -62,7 +62,7 @@ def test_loss_decreases_on_a_fixed_batch(dataset):
     cfg = config(dataset, "unused", lr=1e-3)
     torch.manual_seed(0)
     head = load_head_model(None)
-    model = build_model(cfg, head.n_vertices)
+    model = build_model(cfg, head)
     data = PairDataset(dataset, size=64, length=8)
     batch = collate([data[0], data[1]])
     vertices = batch["target"].vertices(head)
@@ -128,7 +128,7 @@ def test_two_ddp_processes_train_like_one_process_with_their_batches(dataset, tm
     logged = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [3]  # rank 0 alone logs (the last step; --log-every is 10)
     torch.manual_seed(0)
-    initial = build_model(config(dataset, "unused"), load_head_model(None).n_vertices).state_dict()
+    initial = build_model(config(dataset, "unused"), load_head_model(None)).state_dict()
     ddp, one, half = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "one", "half"))
 
     def disagreement(run: dict) -> float:

@@ -22,6 +22,7 @@ from torch.utils.data import default_collate
 
 from gagavatar.data.format import SPLITS, Dataset
 from gagavatar.data.frame import FrameParams
+from gagavatar.head import canonical_head_id
 
 MODES = ("self", "cross")
 
@@ -68,7 +69,7 @@ class PairDataset(torch.utils.data.Dataset):
         if not self.videos:
             raise ValueError(f"{self.dataset.root}: split {split!r} has no videos "
                              f"(identities per split: { {s: len(self.dataset.identities(s)) for s in SPLITS} })")
-        models = sorted({v.info.head_model for v in self.videos})
+        models = sorted({canonical_head_id(v.info.head_model) for v in self.videos})
         if len(models) > 1:
             raise ValueError(f"{self.dataset.root}: split {split!r} mixes head models {models}; "
                              f"pairs need one head model")

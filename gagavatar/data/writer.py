@@ -13,6 +13,7 @@ from gagavatar.data.errors import DatasetError
 from gagavatar.data.images import to_uint8
 from gagavatar.data.index import VideoInfo
 from gagavatar.data.json_files import write_json
+from gagavatar.head.model import BUNDLED_HEAD_ID
 from gagavatar.data.layout import FRAME_FORMATS, FRAMES_DIR, MATTES_DIR, MP4_FILE, PARAMS_FILE, SPLITS, VIDEO_FILE, frame_name
 from gagavatar.data.params import validate_params
 from gagavatar.io import atomic_path
@@ -87,7 +88,7 @@ class VideoWriter:
 
 
 def write_video(root: str | os.PathLike, video_id: str, frames, mattes, params: dict,
-                identity: str, split: str, head_model: str = "synthetic-flame-v1",
+                identity: str, split: str, head_model: str = BUNDLED_HEAD_ID,
                 frame_format: str = "png", fps: float = 25.0, source: str = "") -> VideoInfo:
     """Write a whole video: frames uint8 [F,H,W,3], mattes uint8 [F,H,W] (or float in [0,1])."""
     frames = to_uint8(frames)

@@ -8,7 +8,8 @@
 """
 from gagavatar.head.flame_io import (HeadFileError, RefusedGlobalError, read_head_file, read_landmark_embedding,
                                      save_head_npz)
-from gagavatar.head.model import DEFAULT_HEAD_PATH, HeadModel, load_head_model
+from gagavatar.head.model import (BUNDLED_HEAD_ID, DEFAULT_HEAD_PATH, HeadModel, canonical_head_id,
+                                  load_head_model)
 
-__all__ = ["HeadModel", "HeadFileError", "RefusedGlobalError", "read_head_file", "read_landmark_embedding",
-           "save_head_npz", "load_head_model", "DEFAULT_HEAD_PATH"]
+__all__ = ["HeadModel", "BUNDLED_HEAD_ID", "canonical_head_id", "HeadFileError", "RefusedGlobalError",
+           "read_head_file", "read_landmark_embedding", "save_head_npz", "load_head_model", "DEFAULT_HEAD_PATH"]

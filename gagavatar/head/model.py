@@ -31,6 +31,14 @@ from gagavatar.geometry.rotation import axis_angle_to_matrix
 from gagavatar.head import flame_io
 
 DEFAULT_HEAD_PATH = bundled("head/synthetic_head.npz")
+BUNDLED_HEAD_ID = "synthetic-flame-v1"  # ``HeadModel.default().id``, as datasets and checkpoints record it
+# older names of the same head (synth's datasets and the bundled clips said "synthetic-default")
+HEAD_ID_ALIASES = {"synthetic-default": BUNDLED_HEAD_ID}
+
+
+def canonical_head_id(head_id: str | None) -> str | None:
+    """One name per head model: a recorded id with its older aliases resolved."""
+    return HEAD_ID_ALIASES.get(head_id, head_id)
 
 
 def _planar(dirs: np.ndarray) -> Tensor:
@@ -103,6 +111,7 @@ class HeadModel(nn.Module):
         self.register_buffer("faces", torch.as_tensor(np.asarray(arrays["f"]).astype(np.int64)))
         self.version = str(arrays.get("version", "unknown"))
         self.name = name
+        self.id = self._identify(arrays, name)
         self._parents_list = parents.tolist()
         self.landmark_format = None
         self.register_buffer("lmk_face_idx", torch.zeros(0, dtype=torch.long))
@@ -110,6 +119,21 @@ class HeadModel(nn.Module):
         self.register_buffer("landmark_indices", torch.zeros(0, dtype=torch.long))
         if landmarks is not None:
             self.set_landmark_embedding(landmarks)
+
+    @staticmethod
+    def _identify(arrays: dict, name: str) -> str:
+        """What checkpoints and datasets record as the head they need: the bundled head's
+        name, ``flame2020`` / ``flame2023`` for FLAME, else a fingerprint of the template mesh
+        (a FLAME-layout model of unknown version)."""
+        import hashlib
+
+        if Path(name).resolve() == DEFAULT_HEAD_PATH.resolve():
+            return BUNDLED_HEAD_ID
+        version = str(arrays.get("version", "unknown"))
+        if version != "unknown":
+            return f"flame{version}"
+        digest = hashlib.sha256(np.ascontiguousarray(arrays["v_template"], np.float32).tobytes()).hexdigest()
+        return f"head-{digest[:12]}"
 
     # ------------------------------------------------------------------ construction
 

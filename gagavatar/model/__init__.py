@@ -6,7 +6,7 @@ refiner; presets; checkpoints (ours and the released one).
     avatar = model.reconstruct(image, camera)
     out = model.render(avatar, vertices, camera)
 """
-from gagavatar.model.checkpoint import CheckpointError, save
+from gagavatar.model.checkpoint import CheckpointError, check_head, save
 from gagavatar.model.config import PRESETS, ModelConfig, paper, preset_config, small, tiny
 from gagavatar.model.loader import load, resolve_checkpoint
 from gagavatar.model.network import Avatar, GAGAvatar, RenderOutput, TrainingOutput, create_model
@@ -16,6 +16,6 @@ presets = tuple(PRESETS)
 
 __all__ = [
     "Avatar", "CheckpointError", "GAGAvatar", "ModelConfig", "PRESETS", "RenderOutput", "TrainingOutput",
-    "convert_official", "create_model", "load", "load_official", "paper", "preset_config", "presets",
+    "check_head", "convert_official", "create_model", "load", "load_official", "paper", "preset_config", "presets",
     "resolve_checkpoint", "save", "small", "tiny",
 ]

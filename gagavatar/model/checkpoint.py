@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gagavatar.head.model import canonical_head_id
 from gagavatar.io import atomic_path, read_safetensors_metadata, read_tensor_file
 from gagavatar.model.config import ModelConfig, paper
 from gagavatar.model.network import GAGAvatar
@@ -51,6 +52,19 @@ def build_from_state(state: dict[str, Tensor], config: ModelConfig | None = None
     return model
 
 
+def check_head(model, head, what: str = "the checkpoint") -> None:
+    """Refuse, in one line naming both, a head model other than the one ``model`` was trained
+    with (``model.head_id``; checkpoints from before ids are checked by vertex count only)."""
+    fix = ("pass the one it was trained with (--head-model; the released weights need FLAME 2020, the bundled "
+           "tiny model the bundled synthetic head)")
+    if model.head_id is not None and model.head_id != head.id:
+        raise CheckpointError(f"{what} was trained with the head model {model.head_id}, not {head.id} "
+                              f"({head.name}): {fix}")
+    if model.config.n_vertices != head.n_vertices:
+        raise CheckpointError(f"{what} was made for a head model with {model.config.n_vertices} vertices, but "
+                              f"{head.id} has {head.n_vertices}: {fix}")
+
+
 def save(model, path: str | Path, info: dict | None = None) -> Path:
     """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically; ``info`` (JSON) is kept
     in the metadata (e.g. what a personalised model was made from: ``checkpoint_info``)."""
@@ -61,6 +75,8 @@ def save(model, path: str | Path, info: dict | None = None) -> Path:
     if model.perceptual_state:
         tensors.update({k: v.contiguous().cpu() for k, v in model.perceptual_state.items()})
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    if model.head_id:
+        metadata["head_model"] = model.head_id
     if info:
         metadata["info"] = json.dumps(info, sort_keys=True)
     with atomic_path(path) as tmp:
@@ -91,10 +107,12 @@ def load_gagavatar(path: str | Path, device="cpu", dtype: torch.dtype | None = N
     if not is_gagavatar_checkpoint(path):
         raise CheckpointError(f"{path} is not a gagavatar checkpoint (a .safetensors file with '{FORMAT}' "
                               f"metadata); for the released GAGAvatar.pt use gagavatar.model.load")
-    config = ModelConfig.from_json(read_safetensors_metadata(path)["config"])
+    metadata = read_safetensors_metadata(path)
+    config = ModelConfig.from_json(metadata["config"])
     tensors = read_tensor_file(path)
     perceptual = {k: v for k, v in tensors.items() if k.startswith(PERCEPTUAL_PREFIX)}
     network = {k: v for k, v in tensors.items() if not k.startswith(PERCEPTUAL_PREFIX)}
     model = build_from_state(network, config, dtype=dtype, device=device)
     model.perceptual_state = perceptual or None
+    model.head_id = canonical_head_id(metadata.get("head_model"))  # None: a checkpoint from before ids
     return model

@@ -161,6 +161,7 @@ class GAGAvatar(nn.Module):
         # The perceptual network's tensors (VGG-Face + AlexNet) when loaded from the
         # released checkpoint; used by the training loss, not part of this network.
         self.perceptual_state: dict[str, Tensor] | None = None
+        self.head_id: str | None = None  # the head model it was trained with (``HeadModel.id``), when known
 
     # ------------------------------------------------------------------ helpers
     @property

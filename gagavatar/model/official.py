@@ -72,6 +72,9 @@ def split_official(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
     return network, perceptual
 
 
+RELEASED_HEAD_ID = "flame2020"  # the released weights were trained on FLAME 2020 (SPEC §7.10)
+
+
 def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, device="cpu") -> GAGAvatar:
     """The ``paper`` model with the released weights, from GAGAvatar.pt or from its
     conversion (``gagavatar convert-official``).
@@ -92,6 +95,7 @@ def load_official(path: str | Path, dtype: torch.dtype | None = torch.float32, d
                     "loss needs the full GAGAvatar.pt", path)
     model = build_from_state(network, paper(), dtype=dtype, device=device)
     model.perceptual_state = perceptual
+    model.head_id = RELEASED_HEAD_ID
     return model
 
 

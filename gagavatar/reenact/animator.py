@@ -42,19 +42,16 @@ class Animator:
         self.model, self.head, self.device = model.eval(), head.to(device), torch.device(device)
         self.background = tuple(float(b) for b in background)
         self.checkpoint = checkpoint  # where the weights came from, when loaded from a file
-        if model.config.n_vertices != head.n_vertices:
-            from gagavatar.model import CheckpointError
+        from gagavatar.model import check_head
 
-            raise CheckpointError(
-                f"the checkpoint was made for a head model with {model.config.n_vertices} vertices, but the head "
-                f"model has {head.n_vertices}: pass the one it was trained with (--head-model; the released "
-                f"weights need FLAME 2020, the bundled tiny model the bundled synthetic head)")
+        check_head(model, head, f"the checkpoint {checkpoint.name}" if checkpoint is not None else "the model")
 
     @classmethod
     def load(cls, checkpoint=None, head_model=None, device=None, background=(0.0, 0.0, 0.0)) -> "Animator":
         """Any checkpoint (ours, the released GAGAvatar.pt or its conversion, a run folder; None:
         the bundled tiny model) with a head model (a FLAME-format file or a ``HeadModel``; None:
-        the bundled synthetic head)."""
+        the bundled synthetic head, which must be the one the checkpoint needs: a checkpoint made
+        for another head is refused in one line naming both)."""
         from gagavatar.head import HeadModel, load_head_model
         from gagavatar.model import load
 

@@ -30,15 +30,13 @@ import torch
 
 from gagavatar.data.format import (FRAME_FORMATS, SPLITS, Dataset, VideoWriter, default_params,
                                    update_index)
-from gagavatar.head.model import vertex_normals
+from gagavatar.head.model import BUNDLED_HEAD_ID, vertex_normals
 from gagavatar.io import write_image_grid
 from gagavatar.geometry import (REFERENCE_FOCAL, WORLD_SCALE, Camera, axis_rotation, intrinsics, look_at,
                                 viewmat_to_reference)
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 from gagavatar.synthetic.basis_names import EXPRESSIONS
 from gagavatar.tracking.framing import CROP_SCALE  # the reference crops a square of 1.65 x the head box
-
-SYNTHETIC_HEAD_ID = "synthetic-default"  # = gagavatar.head.HeadModel.default()
 
 
 @dataclass
@@ -395,7 +393,7 @@ def render_identity(out: str | Path, config: SynthConfig, i: int, split: str, he
         background = make_background(vrng, config.size)
         rendered = render_frames(head, gh, shape, motion, camera, lighting, background, chunk=config.chunk)
         writer = VideoWriter(out, f"{identity}_v{v:02d}", identity, split, config.size, config.size,
-                             SYNTHETIC_HEAD_ID, config.frame_format, config.fps, source="synthetic")
+                             BUNDLED_HEAD_ID, config.frame_format, config.fps, source="synthetic")
         for frame, matte in zip(rendered["frames"], rendered["mattes"]):
             writer.add(frame, matte)
         writer.close(video_params(head, shape, motion, camera, rendered))

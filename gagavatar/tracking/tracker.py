@@ -142,7 +142,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     framer = framing.Framer(segmenter, size, box_smoothing if box_smoothing is not None
                             else (framing.BOX_EMA if is_video else 1.0))
     writer = VideoWriter(out_dir, video_id, identity=identity or video_id, split=split, width=size, height=size,
-                         head_model=_head_name(head), frame_format=frame_format, fps=fps, source=source.name)
+                         head_model=head.id, frame_format=frame_format, fps=fps, source=source.name)
     lmdb = (refmt.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size, video=video_id)
             if reference_format else None)
     crop_boxes, head_boxes, lmk_crop, n_faces, valid = [], [], [], [], []
@@ -240,12 +240,6 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     seconds["total"] = time.perf_counter() - t_start
     summary.seconds = seconds
     return summary
-
-
-def _head_name(head) -> str:
-    name = Path(str(getattr(head, "name", "head"))).name
-    return "synthetic-flame-v1" if "synthetic" in name else (
-        f"flame{head.version}" if getattr(head, "version", "unknown") != "unknown" else name)
 
 
 def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_boxes, head_boxes, lmk_crop):

@@ -128,13 +128,6 @@ def restore_training_state(state: dict, model, optimizer, scheduler) -> None:
     set_rng_state(state["rng"])
 
 
-def load_training_state(path: str | Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG states; returns the checkpoint dict."""
-    state = read_training_state(path)
-    restore_training_state(state, model, optimizer, scheduler)
-    return state
-
-
 def resume_checkpoint(folder: str | Path, report=print) -> tuple[Path | None, dict | None, list[Path]]:
     """(path, contents) of the newest checkpoint in ``folder`` that reads back, and the newer
     ones that do not (each reported in one line through ``report``); (None, None, [...]) when

@@ -83,6 +83,14 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """The settings ``to_json`` wrote (a run's config.json); lists back to tuples."""
+        fields = json.loads(text)
+        fields["loss"] = LossConfig(**fields.get("loss", {}))
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
+
     def validate(self) -> None:
         """Refuse, before anything is built or written, a setting the loop cannot run with (one line)."""
         for name in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "sample_every", "log_every",
@@ -199,21 +207,20 @@ def load_perceptual(path: str | None, model=None):
     return None
 
 
-def build_model(cfg: TrainConfig, n_vertices: int):
-    """The network to train: new from the preset (and ablations), or the ``--init`` checkpoint's
-    (the same preset and head model, or one clear line)."""
-    from gagavatar.model import create_model, load
+def build_model(cfg: TrainConfig, head):
+    """The network to train for ``head`` (a ``HeadModel``, recorded as ``model.head_id``): new from
+    the preset (and ablations), or the ``--init`` checkpoint's (the same preset and head model, or
+    one clear line)."""
+    from gagavatar.model import check_head, create_model, load
 
     if cfg.init is not None:
         model = load(cfg.init)
         if cfg.preset is not None and cfg.preset != model.config.name:
             raise ValueError(f"--init {cfg.init} holds a '{model.config.name}' model, not --preset {cfg.preset}: "
                              f"leave --preset out (the checkpoint decides) or start from another checkpoint")
-        if model.config.n_vertices != n_vertices:
-            raise ValueError(f"--init {cfg.init} was made for a head model with {model.config.n_vertices} vertices, "
-                             f"the head model here has {n_vertices}: pass the one it was trained with (--head-model)")
+        check_head(model, head, f"--init {cfg.init}")
     else:
-        overrides = {**cfg.model, "n_vertices": n_vertices}
+        overrides = {**cfg.model, "n_vertices": head.n_vertices}
         for name in cfg.ablations:
             if name not in ABLATIONS:
                 raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
@@ -224,6 +231,7 @@ def build_model(cfg: TrainConfig, n_vertices: int):
         for part in parts:
             if getattr(model, part, None) is not None:
                 getattr(model, part).requires_grad_(False)
+    model.head_id = head.id
     return model
 
 
@@ -282,10 +290,8 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
         if found is None:
             raise FileNotFoundError(f"no step_*.pt checkpoint in {checkpoint}")
         checkpoint = found
-    fields = json.loads((checkpoint.parent / "config.json").read_text())
-    fields["loss"] = LossConfig(**fields["loss"])
-    cfg = TrainConfig(**{k: tuple(v) if k in ("ablations", "betas") else v for k, v in fields.items()})
-    model = build_model(cfg, load_head_model(cfg.head_model).n_vertices)
+    cfg = TrainConfig.from_json((checkpoint.parent / "config.json").read_text())
+    model = build_model(cfg, load_head_model(cfg.head_model))
     model.load_state_dict(read_training_state(checkpoint)["model"])
     return save(model, out)
 
@@ -322,7 +328,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     ctx.barrier()
     torch.manual_seed(cfg.seed)
     head = load_head_model(cfg.head_model).to(ctx.device)
-    model = build_model(cfg, head.n_vertices).to(ctx.device)
+    model = build_model(cfg, head).to(ctx.device)
     size = model.config.render_size
     dataset = PairDataset(cfg.data, split="train", mode="self", size=size, seed=cfg.seed,
                           length=cfg.max_steps * cfg.batch_size * ctx.world_size, frames=cfg.frames)
