@@ -1,7 +1,8 @@
 """The project's one input/output layer, one idea a module:
 
 - ``images``: image files in (RGB uint8 [H, W, 3] whatever the file holds), grids out, resizing;
-- ``video``: video files in and out through the bundled ffmpeg;
+- ``video``: video files in and out through the bundled ffmpeg (with a sound track);
+- ``audio``: sound in (any audio or video file, 16 kHz mono; text spoken by espeak-ng), WAV out;
 - ``files``: atomic writes and the one-line ``OutputError`` (full disk, read-only, a folder);
 - ``tensors``: checkpoints and weights read safely (``TensorFileError``);
 - ``archive``: untrusted .zip files unpacked inside their folder, within limits.
@@ -11,6 +12,7 @@ and the fix. Everything is importable from ``gagavatar.io`` itself.
 """
 from gagavatar.errors import InputError, LimitError, OutputError, PathEscapeError
 from gagavatar.io.archive import extract_zip
+from gagavatar.io.audio import AUDIO_EXTENSIONS, SPEECH_RATE, read_audio, speak_text, write_wav
 from gagavatar.io.files import (atomic_path, check_writable, no_space_error, output_error, output_errors,
                                 remove_stale_temps, temp_path)
 from gagavatar.io.images import (IMAGE_EXTENSIONS, is_image, list_images, natural_key, read_image, resize_frame,
@@ -22,6 +24,7 @@ from gagavatar.io.video import (VIDEO_EXTENSIONS, VideoFileInfo, VideoFrames, co
 __all__ = [
     "InputError", "LimitError", "OutputError", "PathEscapeError",
     "extract_zip",
+    "AUDIO_EXTENSIONS", "SPEECH_RATE", "read_audio", "speak_text", "write_wav",
     "atomic_path", "check_writable", "no_space_error", "output_error", "output_errors", "remove_stale_temps",
     "temp_path",
     "IMAGE_EXTENSIONS", "is_image", "list_images", "natural_key", "read_image", "resize_frame", "resize_image",

@@ -6,6 +6,7 @@ import errno
 import re
 import subprocess
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -153,6 +154,22 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@contextmanager
+def _sound_file(beside: Path, audio: np.ndarray | None, rate: int) -> Iterator[Path | None]:
+    """``audio`` as a temporary 16-bit WAV file beside the video being written (None: no sound)."""
+    if audio is None:
+        yield None
+        return
+    from gagavatar.io.audio import write_wav
+
+    path = beside.with_name(beside.name + ".wav")
+    try:
+        write_wav(path, audio, rate)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _ffmpeg_error(stderr: str) -> str:
     """The last error ffmpeg printed, without its ``[muxer @ 0x...]`` prefixes (one line)."""
     lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line).strip() for line in stderr.splitlines()]
@@ -166,12 +183,13 @@ class _Encoder:
     Its own process group, so Ctrl-C reaches only Python (which then stops it: ffmpeg
     would otherwise finish a short but playable file); stderr is kept for the message."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, quality: int):
+    def __init__(self, path: Path, width: int, height: int, fps: float, quality: int, audio: Path | None = None):
         from fractions import Fraction
 
         crf = int((1 - quality / 10.0) * 51)  # imageio's 0-10 quality scale, as before
+        sound = ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"] if audio else ["-an"]
         cmd = [ffmpeg_exe(), "-y", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+               "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", *sound,
                "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), str(path)]
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True)
@@ -215,8 +233,10 @@ def count_decodable_frames(path: str | Path) -> tuple[int, str]:
     return (int(counts[-1]) if counts and result.returncode == 0 else 0), result.stderr
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: int = 8) -> Path:
-    """Write frames (RGB uint8 [H, W, 3], all one size) as an H.264 yuv420p mp4 that every player opens.
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, quality: int = 8,
+                audio: np.ndarray | None = None, audio_rate: int = 16000) -> Path:
+    """Write frames (RGB uint8 [H, W, 3], all one size) as an H.264 yuv420p mp4 that every player opens;
+    with ``audio`` (mono float samples [N] at ``audio_rate``) it gets an AAC sound track, from time 0.
 
     Atomic: the video is encoded into a temporary file beside ``path``, checked (the encoder
     succeeded and every frame decodes), then renamed over ``path``. On any error or Ctrl-C
@@ -230,7 +250,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
     if not (fps > 0 and np.isfinite(fps)):
         raise ValueError(f"{path}: the frame rate must be a positive number, got {fps}")
     remove_stale_temps(path.parent, path.name)  # what an earlier writer, killed, left
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _sound_file(tmp, audio, audio_rate) as sound:
         open(tmp, "wb").close()  # an unwritable folder fails here, in Python, with a plain error
         encoder, n, size = None, 0, None
         try:
@@ -239,7 +259,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 H, W = f.shape[:2]
                 if encoder is None:
                     size = (H, W)
-                    encoder = _Encoder(tmp, W + W % 2, H + H % 2, fps, quality)
+                    encoder = _Encoder(tmp, W + W % 2, H + H % 2, fps, quality, sound)
                 elif (H, W) != size:
                     raise InputError(f"{path}: frame {n} is {W}x{H}, the first frame {size[1]}x{size[0]}; "
                                      f"a video needs frames of one size")

@@ -1,0 +1,71 @@
+"""Sound in: any audio or video file decoded by the bundled ffmpeg to mono float samples at
+16 kHz (what speech models take), text spoken offline by espeak-ng; and a WAV writer.
+Silence is valid audio; a file with no sound in it, or none at all, is one line."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from gagavatar.errors import InputError
+
+SPEECH_RATE = 16000  # samples per second (wav2vec 2.0's input)
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm")
+
+
+def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
+    """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
+    (channels averaged, resampled by ffmpeg)."""
+    from gagavatar.io.video import _ffmpeg_error, ffmpeg_exe
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: audio file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; give a recording (wav, mp3, m4a, flac)")
+    result = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0",
+                             "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"], capture_output=True)
+    if result.returncode != 0:
+        stderr = result.stderr.decode(errors="replace")
+        if "matches no streams" in stderr:  # ffmpeg's own words: the file has no audio stream
+            raise InputError(f"{path}: has no sound track; give a recording (wav, mp3, m4a, flac) or a video "
+                             f"with sound")
+        raise InputError(f"{path}: cannot be read as audio ({_ffmpeg_error(stderr)}); convert it, e.g. "
+                         f"ffmpeg -i IN -ac 1 -ar 16000 OUT.wav")
+    samples = np.frombuffer(result.stdout, np.float32).copy()
+    if samples.size == 0:
+        raise InputError(f"{path}: the sound track is empty; give a recording with some sound in it")
+    return samples
+
+
+def speak_text(text: str, rate: int = SPEECH_RATE, voice: str = "en-us", words_per_minute: int = 160) -> np.ndarray:
+    """``text`` spoken by espeak-ng (offline), as mono float32 samples [N] at ``rate``."""
+    if not text.strip():
+        raise InputError("the text is empty: give some words to speak (--text \"Hello there\")")
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise InputError("speaking text needs espeak-ng, which is not installed: apt-get install espeak-ng "
+                         "(make install does it), or give a recording with --audio")
+    with tempfile.TemporaryDirectory(prefix="gagavatar-tts-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        result = subprocess.run([binary, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), "--", text],
+                                capture_output=True, text=True)
+        if result.returncode != 0 or not wav.is_file():
+            raise InputError(f"espeak-ng could not speak the text ({result.stderr.strip() or 'no message'}); "
+                             f"check the voice name ({voice!r}: espeak-ng --voices lists them)")
+        return read_audio(wav, rate)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int = SPEECH_RATE) -> Path:
+    """Mono float samples [N] in [-1, 1] as a 16-bit PCM WAV file."""
+    pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(int(rate))
+        f.writeframes(pcm.tobytes())
+    return Path(path)
