@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	# gsplat: pure Python until its first CUDA use; CPU tests use its torch reference code (no deps: never a CUDA torch)
 	$(BIN)/pip install -q --no-deps "gsplat>=1.5"
 	$(BIN)/pip install -q -e ".[app,serve,eval,reference,dev]"
-	# Debian's chromium for the app's browser test (tests/test_app.py skips without it); never a browser download
-	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-	  || echo "chromium not installed (needs root): the app's browser test will skip"; fi
+	# Debian's chromium for the browser tests (they skip without it; never a browser download) and
+	# espeak-ng for `speak --text` (offline text to speech)
+	if { [ ! -x /usr/bin/chromium ] || ! command -v espeak-ng >/dev/null; } && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng; } \
+	  || echo "chromium / espeak-ng not installed (needs root): the browser tests and speak --text will skip"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
