@@ -16,6 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from gagavatar.bench import app as bench_app
+from gagavatar.serve.config import ServeConfig
+from gagavatar.settings import command_options
 from gagavatar.system import MissingExtra
 
 # Errors a user can fix: shown as one line, never as a traceback (FileNotFoundError,
@@ -330,8 +332,8 @@ def reenact(
     from gagavatar import commands
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
-    summary = commands.reenact(source, driver, out, side_by_side_view=side_by_side, controls=controls,
-                               animator=_animator(checkpoint, head_model, _color(background)))
+    summary = commands.reenact(source, driver, out, _animator(checkpoint, head_model, _color(background)),
+                               side_by_side_view=side_by_side, controls=controls)
     typer.echo(str(summary))
 
 
@@ -345,7 +347,7 @@ def novel_views(source: str = typer.Option(..., help="source photo, or a tracked
     from gagavatar import commands
 
     t0 = time.perf_counter()
-    path = commands.novel_views(source, out, n_frames=frames, yaw=yaw, animator=_animator(checkpoint, head_model))
+    path = commands.novel_views(source, out, _animator(checkpoint, head_model), n_frames=frames, yaw=yaw)
     _done(f"wrote {path}: {frames} frames", t0)
 
 
@@ -357,7 +359,7 @@ def export_ply(source: str = typer.Option(..., help="source photo, or a tracked 
     from gagavatar import commands
 
     t0 = time.perf_counter()
-    _done(f"wrote {commands.export_ply(source, out, animator=_animator(checkpoint, head_model))}", t0)
+    _done(f"wrote {commands.export_ply(source, out, _animator(checkpoint, head_model))}", t0)
 
 
 @app.command()
@@ -382,8 +384,8 @@ def live(
     from gagavatar.live import live as run_live
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
-    stats = run_live(source, camera, driver, out, show, controls=controls, max_frames=max_frames,
-                     animator=_animator(checkpoint, head_model, _color(background)), report_every=report_every,
+    stats = run_live(source, _animator(checkpoint, head_model, _color(background)), camera, driver, out, show,
+                     controls=controls, max_frames=max_frames, report_every=report_every,
                      say=lambda line: typer.echo(line, err=True))
     typer.echo(str(stats))
 
@@ -435,54 +437,18 @@ def web_app(
 
 
 @app.command("serve")
-def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on; any other than loopback needs a token"),
-    port: int = typer.Option(8765, help="port to listen on"),
-    checkpoint: str = _CHECKPOINT,
-    head_model: str = _HEAD,
-    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
-    token: str = typer.Option(None, envvar="GAGAVATAR_TOKEN", show_envvar=True,
-                              help="a secret every request must send (Authorization: Bearer ..., or ?token=); "
-                                   "prefer the environment variable to the command line"),
-    allowed_origin: list[str] = typer.Option([], help="a browser origin besides the server's own that may call it "
-                                                      "(repeatable), e.g. https://app.example.com"),
-    max_sessions: int = typer.Option(16, help="drive sessions at once"),
-    max_avatars: int = typer.Option(32, help="avatars kept in memory (least recently used evicted)"),
-    max_avatar_mb: float = typer.Option(2048.0, help="memory for the avatars, MB"),
-    max_batch: int = typer.Option(4, help="frames rendered in one call (from one or several sessions)"),
-    max_fps: float = typer.Option(30.0, help="input frames per session and second (faster ones are dropped)"),
-    max_upload_mb: float = typer.Option(20.0, help="one POST /avatars body, MB"),
-    max_unpacked_mb: float = typer.Option(200.0, help="a tracked-folder .zip, unpacked, MB"),
-    max_image_pixels: int = typer.Option(4096 * 4096, help="a photo or webcam frame, decoded, pixels"),
-    max_message_kb: float = typer.Option(1024.0, help="one binary WebSocket message (a webcam frame), KB"),
-    max_text_kb: float = typer.Option(64.0, help="one text WebSocket message (params, config), KB"),
-    track_workers: int = typer.Option(2, help="threads tracking webcam frames and uploaded photos"),
-    window: int = typer.Option(8, help="frames a session may have unacknowledged (0: TCP flow control only)"),
-    send_timeout: float = typer.Option(10.0, help="seconds a client may take no frame before it is closed"),
-    threads: int = typer.Option(0, help="torch CPU threads (0: half the cores, 1 to 4)"),
-):
+@command_options(ServeConfig)
+def serve(config):  # a ServeConfig (no annotation: typer reads the options command_options made)
     """A live avatar service for apps: photos in, avatars driven over WebSockets, a browser page (docs/serve.md)."""
     from gagavatar.system import require
 
     for module in ("starlette", "uvicorn", "websockets"):  # the [serve] extra, or one line naming it
         require(module, "serve", "gagavatar serve")
-    from gagavatar.serve.server import ServeConfig
+    config.check()  # before loading the model: a refused setup says so at once
+    from gagavatar.serve.server import load_animator
     from gagavatar.serve.server import serve as run_server
 
-    config = ServeConfig(host=host, port=port, token=token, checkpoint=checkpoint, head_model=head_model,
-                         device=device, allowed_origins=tuple(allowed_origin), max_sessions=max_sessions,
-                         max_avatars=max_avatars, max_avatar_mb=max_avatar_mb, max_batch=max_batch, max_fps=max_fps,
-                         max_upload_mb=max_upload_mb, max_unpacked_mb=max_unpacked_mb,
-                         max_image_pixels=max_image_pixels, max_message_kb=max_message_kb, max_text_kb=max_text_kb,
-                         track_workers=track_workers, window=window, send_timeout_s=send_timeout, threads=threads)
-    config.check()  # before loading the model: a refused setup says so at once
-    import torch
-
-    from gagavatar.reenact import Animator
-    from gagavatar.serve.server import cpu_threads
-
-    torch.set_num_threads(cpu_threads(threads))
-    animator = Animator.load(checkpoint, head_model, device)
+    animator = load_animator(config)  # torch's threads set for serving (gagavatar.system.set_torch_threads)
     _notice_bundled(animator)
     run_server(config, animator, say=lambda line: typer.echo(line, err=True))
 

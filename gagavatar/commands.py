@@ -39,17 +39,15 @@ def side_by_side(driver_frame: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.concatenate([gio.resize_frame(driver_frame, image.shape[0]), image], axis=1)
 
 
-def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side_view: bool = False,
-            controls: MotionControls | None = None, animator: Animator | None = None, fps: float | None = None,
-            workdir=None, background=(0.0, 0.0, 0.0), keep_frames: bool = False, progress=None,
-            avatar=None) -> ReenactSummary:
+def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = False,
+            controls: MotionControls | None = None, fps: float | None = None, workdir=None,
+            keep_frames: bool = False, progress=None, avatar=None) -> ReenactSummary:
     """Animate ``source`` (image or tracked folder) with ``driver`` (video, image folder or
-    tracked folder) and write an H.264 mp4 to ``out``; ``background`` RGB in [0, 1] behind the
-    avatar. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
+    tracked folder) through ``animator`` (its model, head and background) and write an H.264 mp4
+    to ``out``. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
     when the caller has reconstructed it already."""
     t0 = time.perf_counter()
     gio.check_writable(out)  # before the work, not after it
-    animator = animator or Animator.load(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         src = load_tracked(source, work / "source", animator.head)
@@ -71,20 +69,17 @@ def reenact(source, driver, out, checkpoint=None, head_model=None, side_by_side_
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
 
 
-def novel_views(source, out, checkpoint=None, head_model=None, n_frames: int = 60, yaw: float = 30.0,
-                animator: Animator | None = None, workdir=None) -> Path:
+def novel_views(source, out, animator: Animator, n_frames: int = 60, yaw: float = 30.0, workdir=None) -> Path:
     """An orbit around the reconstructed avatar of ``source``, written as an mp4."""
     gio.check_writable(out)
-    animator = animator or Animator.load(checkpoint, head_model)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         return gio.write_video(out, animator.orbit(animator.reconstruct(src), src, n_frames, yaw), fps=25)
 
 
-def export_ply(source, out, checkpoint=None, head_model=None, animator: Animator | None = None, workdir=None) -> Path:
+def export_ply(source, out, animator: Animator, workdir=None) -> Path:
     """The reconstructed avatar of ``source`` as a 3D Gaussian splatting PLY."""
     gio.check_writable(out)
-    animator = animator or Animator.load(checkpoint, head_model)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         return animator.to_ply(animator.reconstruct(src), src, out)
@@ -101,7 +96,7 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     videos = {v.id: v for v in Dataset(bundled(DEMO_DATA)).videos}
     source, driver = videos["source"], videos["driver"]
     avatar = animator.reconstruct(source)
-    summary = reenact(source.folder, driver.folder, out / "reenact.mp4", side_by_side_view=True, animator=animator,
+    summary = reenact(source.folder, driver.folder, out / "reenact.mp4", animator, side_by_side_view=True,
                       keep_frames=True, avatar=avatar)
     views = list(animator.orbit(avatar, source, 48))
     orbit_video = gio.write_video(out / "novel_views.mp4", views, fps=25)

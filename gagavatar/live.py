@@ -65,12 +65,11 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def live(source, camera: int | None = 0, driver=None, out=None, show: bool = True, checkpoint=None,
-         head_model=None, controls: MotionControls | None = None, max_frames: int | None = None,
-         workdir=None, background=(0.0, 0.0, 0.0), report_every: float = 3.0, say=print,
-         animator: Animator | None = None) -> LiveStats:
-    """Drive ``source``'s avatar from ``camera`` (an index) or ``driver`` (a video file);
-    ``background`` RGB in [0, 1] behind the avatar. ``say(line)`` prints the running figures."""
+def live(source, animator: Animator, camera: int | None = 0, driver=None, out=None, show: bool = True,
+         controls: MotionControls | None = None, max_frames: int | None = None, workdir=None,
+         report_every: float = 3.0, say=print) -> LiveStats:
+    """Drive ``source``'s avatar through ``animator`` (its model, head and background) from
+    ``camera`` (an index) or ``driver`` (a video file). ``say(line)`` prints the running figures."""
     import tempfile
 
     window = _Window() if show and has_display() else None
@@ -80,7 +79,6 @@ def live(source, camera: int | None = 0, driver=None, out=None, show: bool = Tru
     if out is not None:
         gio.check_writable(out)
     fps_out = gio.video_info(driver).fps if driver is not None else None
-    animator = animator or Animator.load(checkpoint, head_model, background=background)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         avatar = animator.reconstruct(src)

@@ -283,7 +283,7 @@ def test_a_reference_folder_drives_a_reenactment(reference, checkpoint, tmp_path
     import imageio.v2 as iio
 
     from gagavatar import commands
-    from gagavatar.reenact import drive, load_tracked
+    from gagavatar.reenact import Animator, drive, load_tracked
 
     folder, records, _ = reference
     driver = load_tracked(folder, tmp_path / "work")
@@ -293,6 +293,6 @@ def test_a_reference_folder_drives_a_reenactment(reference, checkpoint, tmp_path
         np.testing.assert_array_equal(driven.expression[i].numpy(), records[f"clip_{i if i != 5 else 4}"]["expcode"])
     assert repeated.tolist() == [i == 5 for i in range(12)]
 
-    summary = commands.reenact(folder, folder, tmp_path / "out.mp4", checkpoint=checkpoint)
+    summary = commands.reenact(folder, folder, tmp_path / "out.mp4", Animator.load(checkpoint))
     assert summary.n_frames == 12 and summary.n_repeated == 1
     assert sum(1 for _ in iio.get_reader(tmp_path / "out.mp4")) == 12
