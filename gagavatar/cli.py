@@ -337,6 +337,44 @@ def reenact(
     typer.echo(str(summary))
 
 
+@app.command()
+def speak(
+    source: str = typer.Option(..., help="source photo, or a tracked folder"),
+    audio: str = typer.Option(None, help="the speech: a sound file (wav, mp3, m4a, flac) or a video with sound"),
+    text: str = typer.Option(None, help="or words to say, spoken offline by espeak-ng"),
+    out: str = typer.Option("talk.mp4", help="output mp4 (H.264 + the speech as AAC), 25 frames per second"),
+    speech_model: str = typer.Option(None, help="ARTalk_wav2vec.pt, ARTalk's released speech model"),
+    style: str = typer.Option(None, help="a speaking style: ARTalk's style_motion/*.pt ([50, 106] motion)"),
+    checkpoint: str = _CHECKPOINT,
+    head_model: str = typer.Option(None, help="FLAME-format head model: the speech model speaks FLAME "
+                                              "(generic_model.pkl, FLAME 2020)"),
+    motion_out: str = typer.Option(None, help="also write the motion (.npz) for `reenact --driver`"),
+    expression_scale: float = typer.Option(1.0, help="multiplier on the spoken expression"),
+    jaw_scale: float = typer.Option(1.0, help="multiplier on the jaw's opening"),
+    fix_pose: bool = typer.Option(False, help="keep the head still (no head motion from the speech)"),
+    stabilize: float = typer.Option(0.0, help="smooth the head's motion (0 off, 1 = reference smoothing)"),
+    background: str = typer.Option("0,0,0", help="background colour behind the avatar: R,G,B (0-255) or #rrggbb"),
+):
+    """Make a photo talk: speech (a recording or text) -> lips, jaw, expression and head motion (ARTalk)."""
+    from gagavatar import commands
+    from gagavatar import io as gio
+    from gagavatar.reenact import Speaker
+
+    if (audio is None) == (text is None):
+        raise typer.BadParameter("give the speech as --audio FILE or --text \"...\" (one of them)")
+    controls = _controls("all", False, expression_scale, jaw_scale, 1.0, stabilize)
+    # what can be refused at once is, before any model loads: the outputs, the speech, the speech model
+    for path in (out, motion_out):
+        if path is not None:
+            gio.check_writable(path)
+    speaker = Speaker.load(speech_model, style, fix_pose)
+    samples = gio.speak_text(text, speaker.sample_rate) if text is not None else \
+        gio.read_audio(audio, speaker.sample_rate)
+    summary = commands.speak(source, out, _animator(checkpoint, head_model, _color(background)), speaker,
+                             audio=samples, controls=controls, motion_out=motion_out)
+    typer.echo(str(summary) + (f"; motion in {motion_out}" if motion_out else ""))
+
+
 @app.command("novel-views")
 def novel_views(source: str = typer.Option(..., help="source photo, or a tracked folder"),
                 out: str = typer.Option("orbit.mp4", help="output mp4"),

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar import io as gio
-from gagavatar.reenact import DEMO_DATA, Animator, MotionControls, bundled, load_tracked
+from gagavatar.reenact import DEMO_DATA, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
+from gagavatar.reenact.speaker import Speaker, load_motion, save_motion
 
 
 @dataclass
@@ -48,12 +49,21 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
     when the caller has reconstructed it already."""
     t0 = time.perf_counter()
     gio.check_writable(out)  # before the work, not after it
+    motion_file = Path(driver).suffix == ".npz"  # a motion `speak --motion-out` wrote
+    if motion_file and side_by_side_view:
+        raise gio.InputError(f"{driver} is a motion file: it has no pictures to put beside the result; leave "
+                             f"--side-by-side out")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         src = load_tracked(source, work / "source", animator.head)
-        drv = load_tracked(driver, work / "driver", animator.head)
         avatar = animator.reconstruct(src) if avatar is None else avatar
-        frames, repeated = animator.drive(src, drv, controls)
+        if motion_file:
+            motion, fps = load_motion(driver)
+            frames, repeated = Motion(src.frames(source_frame(src)), controls)(motion), np.zeros(len(motion), bool)
+        else:
+            drv = load_tracked(driver, work / "driver", animator.head)
+            frames, repeated = animator.drive(src, drv, controls)
+            fps = fps or drv.info.fps
         kept = [] if keep_frames else None
 
         def video():
@@ -64,9 +74,43 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
                     progress(i + 1, len(frames))
                 yield side_by_side(drv.frame(i), image) if side_by_side_view else image
 
-        path = gio.write_video(out, video(), fps=fps or drv.info.fps)
+        path = gio.write_video(out, video(), fps=fps)
     seconds = time.perf_counter() - t0
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
+
+
+def speak(source, out, animator: Animator, speaker: Speaker, audio=None, text: str | None = None,
+          controls: MotionControls | None = None, motion_out=None, workdir=None, progress=None) -> ReenactSummary:
+    """Make ``source``'s avatar say ``audio`` (a sound or video file, or samples [N] at 16 kHz)
+    or ``text`` (spoken by espeak-ng); write an mp4 with the speech as its sound track, frames at
+    the speech model's rate, the same length as the audio. ``motion_out``: also the motion, as a
+    file ``reenact`` takes as its driver."""
+    t0 = time.perf_counter()
+    if (audio is None) == (text is None):
+        raise gio.InputError("give the speech as --audio FILE or --text \"...\" (one of them)")
+    for path in (out, motion_out):
+        if path is not None:
+            gio.check_writable(path)
+    samples = gio.speak_text(text, speaker.sample_rate) if text is not None else \
+        gio.read_audio(audio, speaker.sample_rate) if not isinstance(audio, np.ndarray) else audio
+    with tempfile.TemporaryDirectory() as tmp:
+        src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
+        speaker.check_head(animator.head)  # before the speech model runs
+        frames, vertices = speaker.drive(src, samples, animator.head, controls)
+        if motion_out is not None:
+            save_motion(motion_out, frames, speaker.fps)
+        avatar = animator.reconstruct(src)
+
+        def video():
+            for i, image in enumerate(_progress(animator.render(avatar, frames, vertices=vertices), len(frames),
+                                                "speak")):
+                if progress is not None:
+                    progress(i + 1, len(frames))
+                yield image
+
+        path = gio.write_video(out, video(), fps=speaker.fps, audio=samples, audio_rate=speaker.sample_rate)
+    seconds = time.perf_counter() - t0
+    return ReenactSummary(path, len(frames), 0, seconds, len(frames) / seconds)
 
 
 def novel_views(source, out, animator: Animator, n_frames: int = 60, yaw: float = 30.0, workdir=None) -> Path:

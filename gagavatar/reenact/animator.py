@@ -95,20 +95,27 @@ class Animator:
         return drive(source, driver, controls, frame)
 
     @torch.no_grad()
-    def images(self, avatar, frames: FrameParams, coarse: bool = False) -> torch.Tensor:
+    def images(self, avatar, frames: FrameParams, coarse: bool = False, vertices: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """Rendered frames [F, 3, R, R] in [0, 1] on the background: the network's output, or
-        with ``coarse`` the splatted RGB before the neural renderer."""
+        with ``coarse`` the splatted RGB before the neural renderer. ``vertices`` [F, V, 3]: the
+        frames' world vertices when the caller has them (a speaker's, forehead smoothed), else
+        ``frames.vertices(head)``."""
         frames = frames.to(self.device)
-        out = self.model.render(avatar, frames.vertices(self.head), frames.camera)
+        vertices = frames.vertices(self.head) if vertices is None else vertices.to(self.device)
+        out = self.model.render(avatar, vertices, frames.camera)
         rgb = (out.coarse if coarse else out.fine).float()
         if self.background != (0.0, 0.0, 0.0):  # the network renders on black
             rgb = rgb + (1 - out.alpha.float()) * torch.tensor(self.background, device=rgb.device).view(1, 3, 1, 1)
         return rgb.clamp(0, 1)
 
-    def render(self, avatar, frames: FrameParams, batch_size: int = 4) -> Iterator[np.ndarray]:
-        """One RGB uint8 image [R, R, 3] per frame of ``frames``, on the background."""
+    def render(self, avatar, frames: FrameParams, batch_size: int = 4, vertices: torch.Tensor | None = None
+               ) -> Iterator[np.ndarray]:
+        """One RGB uint8 image [R, R, 3] per frame of ``frames``, on the background (``vertices``:
+        as ``images`` takes them)."""
         for start in range(0, len(frames), batch_size):
-            for image in self.images(avatar, frames[start:start + batch_size]):
+            part = None if vertices is None else vertices[start:start + batch_size]
+            for image in self.images(avatar, frames[start:start + batch_size], vertices=part):
                 yield tensor_to_image(image)
 
     def orbit(self, avatar, source: VideoRecord, n_frames: int = 48, yaw: float = 30.0,

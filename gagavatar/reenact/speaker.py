@@ -1,0 +1,124 @@
+"""``Speaker``: a voice drives the avatar. Speech -> motion (ARTalk, ``gagavatar.speech``) ->
+the frames that drive one source, through the same motion controls as a video driver.
+
+    animator = Animator.load("GAGAvatar.pt", "generic_model.pkl")     # FLAME: the speech model's head
+    speaker = Speaker.load("ARTalk_wav2vec.pt")
+    frames, vertices = speaker.drive(source, read_audio("voice.wav"), animator.head)
+    video = animator.render(avatar, frames, vertices=vertices)        # 25 frames per second of audio
+
+The speech model's motion is a driver like any other: ``motion_frames`` turns it into
+FrameParams (expression, jaw, head rotation as the camera's), and ``Motion`` applies the
+controls (expression and jaw scale, stabilise, ``transfer="expression"`` to keep the
+source's head pose). The forehead is smoothed over time as ARTalk's glue does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gagavatar.data.format import VideoRecord
+from gagavatar.data.frame import FrameParams
+from gagavatar.errors import InputError
+from gagavatar.head import BUNDLED_HEAD_ID
+from gagavatar.reenact.motion import Motion, MotionControls
+from gagavatar.system import default_device
+from gagavatar.tracking.inputs import source_frame
+
+FLAME_VERTICES = 5023
+
+
+class Speaker:
+    """A speech model (``gagavatar.speech.SpeechModel``) with an optional speaking style.
+
+    style: a style motion [T, 106] (ARTalk's ``style_motion/*.pt``), None for the model's own;
+    fix_pose: keep the head still (the motion's head rotation zeroed)."""
+
+    def __init__(self, model, style: torch.Tensor | None = None, fix_pose: bool = False):
+        self.model, self.style, self.fix_pose = model.eval(), style, fix_pose
+
+    @classmethod
+    def load(cls, speech_model=None, style=None, fix_pose: bool = False, device=None) -> "Speaker":
+        """ARTalk_wav2vec.pt (``speech_model``; there is no bundled one yet: None is one line
+        saying where to get it) and a style motion file (``style``)."""
+        from gagavatar.speech.weights import WHERE_TO_GET, load_speech_model, load_style_motion
+
+        if speech_model is None:
+            raise FileNotFoundError("speaking needs ARTalk's speech model: give --speech-model ARTalk_wav2vec.pt; "
+                                    + WHERE_TO_GET.format(name="ARTalk_wav2vec.pt"))
+        model = load_speech_model(speech_model, device=default_device(device))
+        return cls(model, None if style is None else load_style_motion(style), fix_pose)
+
+    @property
+    def fps(self) -> float:
+        return float(self.model.config.fps)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.sample_rate)
+
+    def check_head(self, head) -> None:
+        """The speech model speaks FLAME's expression space: refuse any other head in one line."""
+        if head.id == BUNDLED_HEAD_ID or head.n_vertices != FLAME_VERTICES:
+            raise InputError(f"the speech model drives FLAME ({FLAME_VERTICES} vertices, FLAME's expressions), not "
+                             f"the head model {head.id}: give --head-model generic_model.pkl (FLAME 2020) with a "
+                             f"checkpoint trained on it (the released GAGAvatar.pt)")
+
+    @torch.no_grad()
+    def motion(self, audio: np.ndarray) -> torch.Tensor:
+        """Mono samples [N] at ``sample_rate`` -> smoothed motion [F, 106] at ``fps``
+        (F = ceil(seconds x fps); silence gives a still, closed mouth)."""
+        from gagavatar.speech.postprocess import smooth_motion
+
+        like = self.model.pos_embed
+        motion = self.model.generate(torch.as_tensor(np.asarray(audio, np.float32)).to(like),
+                                     None if self.style is None else self.style.to(like))
+        return smooth_motion(motion.float().cpu(), fix_pose=self.fix_pose)
+
+    def drive(self, source: VideoRecord, audio: np.ndarray, head, controls: MotionControls | None = None,
+              frame: int | None = None) -> tuple[FrameParams, torch.Tensor]:
+        """(FrameParams [F], world vertices [F, V, 3]) that make ``source``'s avatar (its frame
+        ``frame``, default ``source_frame``) say ``audio``."""
+        return self.frames(source.frames(source_frame(source) if frame is None else frame),
+                           self.motion(audio), head, controls)
+
+    def frames(self, source: FrameParams, motion: torch.Tensor, head,
+               controls: MotionControls | None = None) -> tuple[FrameParams, torch.Tensor]:
+        """Motion [F, 106] -> (FrameParams [F], vertices [F, V, 3]) for one source frame."""
+        from gagavatar.speech.postprocess import motion_frames, motion_vertices
+
+        self.check_head(head)
+        frames = Motion(source, controls)(motion_frames(motion, source))
+        return frames, motion_vertices(frames, head)
+
+
+def save_motion(path, frames: FrameParams, fps: float) -> Path:
+    """Speech-driven frames as a motion file ``reenact`` takes as its driver (``load_motion``)."""
+    from gagavatar.io import atomic_path
+
+    arrays = frames.to_arrays() | {"fps": np.float32(fps), "width": np.int32(frames.camera.width),
+                                   "height": np.int32(frames.camera.height)}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)
+
+
+def load_motion(path) -> tuple[FrameParams, float]:
+    """(FrameParams [F], fps) of a motion file ``save_motion`` wrote (``speak --motion-out``)."""
+    from gagavatar.data.frame import HEAD_FIELDS
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: not a motion file ({type(e).__name__}); write one with gagavatar speak "
+                         f"--motion-out") from None
+    missing = [k for k in (*HEAD_FIELDS, "transform", "K", "fps", "width", "height") if k not in arrays]
+    if missing:
+        raise InputError(f"{path}: not a motion file (no {', '.join(missing)}); write one with gagavatar speak "
+                         f"--motion-out")
+    frames = FrameParams.from_arrays(arrays, int(arrays["width"]), int(arrays["height"]))
+    return frames, float(arrays["fps"])
