@@ -103,7 +103,7 @@ def cuda_projection(means, covars, quats, scales, viewmats, Ks, width, height, e
     keep &= (radius > radius_clip).any(-1)
     keep &= ((means2d + radius > 0) & (means2d - radius < means2d.new_tensor([width, height]))).all(-1)
     radii = torch.where(keep[..., None], radius, 0.0).int()
-    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    cast = lambda t: None if t is None else t.to(dtype)
     return radii, cast(means2d), cast(depths), cast(conics), cast(compensations)
 
 
@@ -199,7 +199,7 @@ def projections(scene, args=None, near_plane=NEAR):
     gsplat's: (means2d, conics, depths and the plain 3.33-sigma radii of its torch
     reference _fully_fused_projection; radii of its CUDA rules, from cuda_projection), each
     [B, N, ...] after checking the camera axis is [B, 1]."""
-    means, quats, scales, opacities, features, viewmats, Ks = scene
+    means, quats, scales, opacities, _, viewmats, Ks = scene
     if args is None:
         args = R._gsplat_arguments(*scene, W, H, None, near_plane)
     a = as64(args)
@@ -257,7 +257,7 @@ def test_tile_lists_match_gsplat_reference(monkeypatch):
     scene = scenes(2)
     ours, theirs = projections(scene)
     args = R._gsplat_arguments(*scene, W, H, None, NEAR)
-    B, N = scene[0].shape[:2]
+    N = scene[0].shape[1]
     tiles_x, tiles_y = -(-W // 16), -(-H // 16)
     _, isect_ids, flatten_ids = gsplat_ref._isect_tiles(
         theirs["means2d"][:, None], theirs["radii"][:, None], theirs["depths"][:, None],
