@@ -21,9 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from gagavatar.io import read_tensor_file
+from gagavatar.io.images import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VGGFACE_MEAN = (129.186279296875, 104.76238250732422, 93.59396362304688)  # RGB, 0..255 scale
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)  # LPIPS input scaling, for input in [-1, 1]
 LPIPS_SCALE = (0.458, 0.448, 0.450)

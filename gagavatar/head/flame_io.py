@@ -225,16 +225,23 @@ def _read_pickle(path: Path):
         raise _corrupt(path, e) from None
 
 
+def _npy_header(f):
+    """(shape, fortran order, dtype) of the .npy file object ``f``, read from its header only."""
+    version = np.lib.format.read_magic(f)
+    return (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+
+
 def _read_npz(path: Path) -> dict:
     try:
+        with zipfile.ZipFile(path) as z:  # object arrays (pickles) are refused before numpy reads anything
+            if any(_npy_header(z.open(name))[2].hasobject for name in z.namelist() if name.endswith(".npy")):
+                raise HeadFileError(f"{path} holds pickled Python objects; only plain numeric arrays are read "
+                                    "from .npz files (save the arrays themselves)")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise HeadFileError(f"{path} holds pickled Python objects; only plain numeric arrays are read "
-                                "from .npz files (save the arrays themselves)") from None
-        raise _corrupt(path, e) from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+    except HeadFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as e:
         raise _corrupt(path, e) from None
 
 
@@ -243,10 +250,7 @@ def _read_npy(path: Path):
     through the restricted unpickler instead of numpy's unrestricted one."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(f)
-            if dtype.hasobject:
+            if _npy_header(f)[2].hasobject:
                 obj = restricted_load(f)
                 return obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
         return np.load(path, allow_pickle=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar.errors import InputError
+from gagavatar.io.ffmpeg import ffmpeg_error, ffmpeg_exe
 
 SPEECH_RATE = 16000  # samples per second (wav2vec 2.0's input)
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm")
@@ -20,8 +21,6 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".
 def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
     """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
     (channels averaged, resampled by ffmpeg)."""
-    from gagavatar.io.video import _ffmpeg_error, ffmpeg_exe
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: audio file not found")
@@ -34,7 +33,7 @@ def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
         if "matches no streams" in stderr:  # ffmpeg's own words: the file has no audio stream
             raise InputError(f"{path}: has no sound track; give a recording (wav, mp3, m4a, flac) or a video "
                              f"with sound")
-        raise InputError(f"{path}: cannot be read as audio ({_ffmpeg_error(stderr)}); convert it, e.g. "
+        raise InputError(f"{path}: cannot be read as audio ({ffmpeg_error(stderr)}); convert it, e.g. "
                          f"ffmpeg -i IN -ac 1 -ar 16000 OUT.wav")
     samples = np.frombuffer(result.stdout, np.float32).copy()
     if samples.size == 0:

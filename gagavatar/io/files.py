@@ -184,7 +184,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
-def _free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int:
+    """Bytes a user may still write on the file system holding ``folder`` (-1: unknown)."""
     try:
         st = os.statvfs(folder)
     except OSError:

@@ -11,6 +11,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from gagavatar.errors import InputError, LimitError
 from gagavatar.io.files import atomic_path
 
+# the ImageNet statistics DINOv2, AlexNet and LPIPS normalise their input with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 

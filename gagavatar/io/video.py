@@ -14,7 +14,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from gagavatar.errors import InputError, OutputError
-from gagavatar.io.files import _free_bytes, atomic_path, no_space_error, remove_stale_temps
+from gagavatar.io.audio import write_wav
+from gagavatar.io.ffmpeg import ffmpeg_error, ffmpeg_exe
+from gagavatar.io.files import atomic_path, free_bytes, no_space_error, remove_stale_temps
 from gagavatar.io.images import list_images, read_image, to_rgb_uint8
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -148,33 +150,18 @@ def frame_names(source: str | Path) -> list[str] | None:
     return None
 
 
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 @contextmanager
 def _sound_file(beside: Path, audio: np.ndarray | None, rate: int) -> Iterator[Path | None]:
     """``audio`` as a temporary 16-bit WAV file beside the video being written (None: no sound)."""
     if audio is None:
         yield None
         return
-    from gagavatar.io.audio import write_wav
-
     path = beside.with_name(beside.name + ".wav")
     try:
         write_wav(path, audio, rate)
         yield path
     finally:
         path.unlink(missing_ok=True)
-
-
-def _ffmpeg_error(stderr: str) -> str:
-    """The last error ffmpeg printed, without its ``[muxer @ 0x...]`` prefixes (one line)."""
-    lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else "no message"
 
 
 class _Encoder:
@@ -279,11 +266,11 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
             if "No space left on device" in encoder.stderr:
                 raise no_space_error(path)
             raise OutputError(f"could not write {path}: the video encoder (ffmpeg) failed: "
-                              f"{_ffmpeg_error(encoder.stderr)}")
+                              f"{ffmpeg_error(encoder.stderr)}")
         decoded, errors = count_decodable_frames(tmp)
         if decoded != n:
-            if "No space left on device" in errors or _free_bytes(tmp.parent) == 0:
+            if "No space left on device" in errors or free_bytes(tmp.parent) == 0:
                 raise no_space_error(path)
             raise OutputError(f"could not write {path}: the encoded video has {decoded} readable frames "
-                              f"of {n} ({_ffmpeg_error(errors)})")
+                              f"of {n} ({ffmpeg_error(errors)})")
     return path

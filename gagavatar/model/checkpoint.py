@@ -16,6 +16,7 @@ from torch import Tensor
 
 from gagavatar.head.model import canonical_head_id
 from gagavatar.io import atomic_path, read_safetensors_metadata, read_tensor_file
+from gagavatar.io.files import free_bytes
 from gagavatar.model.config import ModelConfig, paper
 from gagavatar.model.network import GAGAvatar
 from gagavatar.perceptual import PERCEPTUAL_PREFIX  # the released perceptual network keeps its reference names
@@ -83,7 +84,7 @@ def save(model, path: str | Path, info: dict | None = None) -> Path:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
         except SafetensorError as e:
-            if "os error 28" in str(e):  # ENOSPC, reported as text: atomic_path words a full disk
+            if free_bytes(Path(tmp).parent) == 0:  # safetensors reports a full disk as text: atomic_path words it
                 raise OSError(errno.ENOSPC, str(e)) from None
             raise
     return Path(path)
