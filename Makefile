@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	# LPIPS v0.1 linear heads (6 KB file, read by path; the package itself is never imported)
 	$(BIN)/pip install -q --no-deps lpips==0.1.4
 	# gsplat: pure Python until its first CUDA use; CPU tests use its torch reference code (no deps: never a CUDA torch)
-	$(BIN)/pip install -q --no-deps "gsplat>=1.5"
+	$(BIN)/pip install -q --no-deps "gsplat>=1.5,<1.6"
 	$(BIN)/pip install -q -e ".[app,serve,eval,reference,dev]"
 	# Debian's chromium for the browser tests (they skip without it; never a browser download) and
 	# espeak-ng for `speak --text` (offline text to speech)
