@@ -543,6 +543,7 @@ def doctor(
     head_model: str = typer.Option(None, help="a head model file to identify (generic_model.pkl, "
                                               "FLAME_with_eye.pt, .npz)"),
     landmark_embedding: str = typer.Option(None, help="a landmark embedding to check against --head-model"),
+    speech_model: str = typer.Option(None, help="a speech model file to identify (ARTalk_wav2vec.pt)"),
 ):
     """What this install can do, and why not where it cannot: one line per check.
 
@@ -559,7 +560,7 @@ def doctor(
     """
     from gagavatar import doctor as checks_module
 
-    checks = checks_module.run(checkpoint, head_model, landmark_embedding)
+    checks = checks_module.run(checkpoint, head_model, landmark_embedding, speech_model)
     for check in checks:
         typer.echo(checks_module.format_line(check, color=True))
     raise typer.Exit(checks_module.exit_code(checks))

@@ -212,6 +212,33 @@ def checkpoint_check(path: str | Path) -> Check:
     return Check("checkpoint", OK if usable else ERROR, f"{path}: a different file: {what}")
 
 
+def speech_model_check(path: str | Path) -> Check:
+    """What the --speech-model file is: ARTalk's release, a truncated download, or another file
+    (one that fits the speech model, or what does not fit)."""
+    from gagavatar.speech.weights import load_speech_model
+
+    path = Path(path)
+    problem = _unreadable(path)
+    if problem:
+        return Check("speech model", ERROR, f"{path}: {problem}")
+    known = KNOWN_FILES["speech_model"]
+    size = path.stat().st_size
+    kind = compare_known(path, known)
+    if kind == "match":
+        return Check("speech model", OK, f"{path}: {known.label} ({known.filename}, {size:,} bytes, SHA-256 matches)")
+    if kind == "truncated":
+        return Check("speech model", ERROR, f"{path}: a truncated download ({size:,} of {known.size:,} bytes): "
+                                            f"download {known.filename} again")
+    try:
+        load_speech_model(path)
+    except (ValueError, OSError) as e:
+        return Check("speech model", ERROR, f"{path}: not a speech model this project runs: {_reason(e, path)}")
+    if kind == "differs":
+        return Check("speech model", WARNING, f"{path}: the size of {known.filename} but another SHA-256 (a "
+                                              f"corrupted download or a modified copy?); its tensors fit the model")
+    return Check("speech model", OK, f"{path}: a different file whose tensors fit ARTalk's speech model")
+
+
 # --------------------------------------------------------------------------- head models
 def describe_head(arrays: dict) -> tuple[str, str]:
     """(status, what the head model is) from ``flame_io.read_head_file``'s arrays."""
@@ -479,11 +506,13 @@ def extras_checks() -> list[Check]:
 
 
 def run(checkpoint: str | Path | None = None, head_model: str | Path | None = None,
-        landmark_embedding: str | Path | None = None) -> list[Check]:
+        landmark_embedding: str | Path | None = None, speech_model: str | Path | None = None) -> list[Check]:
     """Every check, in report order."""
     checks = torch_checks() + [gsplat_check()] + mediapipe_checks() + extras_checks()
     checks += default_checkpoint_checks() if checkpoint is None else [checkpoint_check(checkpoint)]
     checks += head_model_checks(head_model, landmark_embedding)
+    if speech_model is not None:
+        checks.append(speech_model_check(speech_model))
     return checks
 
 

@@ -213,3 +213,22 @@ def test_cli_doctor_reports_the_install(tmp_path):
         assert "not installed" in lines["gsplat"]
     result = CliRunner().invoke(app, ["doctor", "--checkpoint", str(tmp_path / "GAGAvatar.pt")])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_speech_model_files_are_named(tmp_path, monkeypatch):
+    """The released ARTalk_wav2vec.pt by size and hash; a truncated or foreign file is an error."""
+    from gagavatar import doctor
+    from gagavatar.doctor import ERROR, OK, WARNING
+
+    stand_in = tmp_path / "ARTalk_wav2vec.pt"
+    torch.save({"not": torch.zeros(3)}, stand_in)
+    known = _stand_in(stand_in, "speech_model", monkeypatch)
+    assert doctor.speech_model_check(stand_in).status == OK and known.filename in doctor.speech_model_check(stand_in).detail
+    foreign = tmp_path / "other.pt"
+    torch.save({"not": torch.ones(3)}, foreign)
+    check = doctor.speech_model_check(foreign)
+    assert check.status == ERROR and "missing tensor" in check.detail
+    same_size = tmp_path / "same.pt"
+    same_size.write_bytes(b"\0" * stand_in.stat().st_size)
+    assert doctor.speech_model_check(same_size).status in (ERROR, WARNING)
+    assert doctor.speech_model_check(tmp_path / "absent.pt").status == ERROR

@@ -3,14 +3,14 @@
 Each sub-command measures one stage and returns its tables (``tables.Table``); ``bench
 all`` runs every one of them through the command line and sums them up. Targets live
 here, not in unit tests. The modules: ``tables`` (what they share), ``model`` (reenact,
-head), ``render``, ``tracking`` (track, synth, data), ``service`` (serve, cli).
+head), ``render``, ``tracking`` (track, synth, data), ``service`` (serve, cli), ``speech``.
 """
 from __future__ import annotations
 
 import click
 import typer
 
-from gagavatar.bench import model, render, service, tracking
+from gagavatar.bench import model, render, service, speech, tracking
 from gagavatar.bench.tables import Table, console, show
 from gagavatar.system import machine_description
 
@@ -23,6 +23,7 @@ app.command("data")(tracking.data)
 app.command("synth")(tracking.synth)
 app.command("track")(tracking.track)
 app.command("serve")(service.serve)
+app.command("speech")(speech.speech)
 
 # ``bench all``'s small settings: command-line options per benchmark ("render" adds the
 # paper scale where there is a GPU).
@@ -33,6 +34,7 @@ SMALL_SETTINGS = {
     "synth": ["--frames", "64"],
     "track": ["--frames", "48"],
     "serve": ["--frames", "150", "--webcam-frames", "60"],
+    "speech": ["--seconds", "4"],
 }
 
 
