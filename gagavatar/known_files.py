@@ -1,6 +1,6 @@
 """Published files this project knows, recognised by size and SHA-256 (the released
-GAGAvatar.pt, the reference's FLAME_with_eye.pt), and the cheap check the checkpoint
-loader runs: a file of the release's size whose hash differs is said to differ.
+GAGAvatar.pt, the reference's FLAME_with_eye.pt, ARTalk's ARTalk_wav2vec.pt), and the
+cheap check the loaders run: a file of the release's size whose hash differs is said to differ.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ KNOWN_FILES = {
     # the reference implementation's FLAME 2020 file with its landmark embeddings
     "flame_with_eye": KnownFile("the reference's FLAME_with_eye.pt", "FLAME_with_eye.pt", 26_819_643,
                                 "b87a1d3513b3df0504f1e1f93bcb85ac01abe4dadf92e75ac08046c4a68403be"),
+    # ARTalk's released speech -> motion model (xg-chu/ARTalk, SPEC §11)
+    "speech_model": KnownFile("ARTalk's released speech model", "ARTalk_wav2vec.pt", 1_959_150_898,
+                              "d89615a32e2a6b4e35cf5494c1e400b2acedc43812f63423b9f5d705046d67c2"),
 }
 
 HASH_CHUNK = 1 << 22
@@ -80,11 +83,11 @@ def compare_known(path: str | Path, known: KnownFile) -> str:
 _RELEASE_HASHES: dict[tuple, bool] = {}  # (path, size, mtime, expected hash) -> matches
 
 
-def check_release(path: str | Path) -> str | None:
-    """Warning text (also logged) when ``path`` has the released GAGAvatar.pt's size but
-    not its SHA-256; None otherwise. Cheap: a file of any other size is not read, and a
-    file is hashed once per process."""
-    known = KNOWN_FILES["checkpoint"]
+def check_release(path: str | Path, which: str = "checkpoint") -> str | None:
+    """Warning text (also logged) when ``path`` has the size of the released file
+    ``KNOWN_FILES[which]`` (default GAGAvatar.pt) but not its SHA-256; None otherwise.
+    Cheap: a file of any other size is not read, and a file is hashed once per process."""
+    known = KNOWN_FILES[which]
     path = Path(path)
     try:
         stat = path.stat()

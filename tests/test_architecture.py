@@ -24,6 +24,7 @@ LAYERS = [
     ("data", {"data"}),
     ("tracking and synthetic data", {"tracking", "synthetic"}),
     ("reconstruction", {"model", "perceptual", "export"}),
+    ("speech to motion", {"speech"}),
     ("driving", {"reenact"}),
     ("evaluation", {"eval"}),
     ("training", {"train"}),
@@ -35,7 +36,7 @@ LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 # modules (or packages: their modules too) nothing else may import (run as programs or
 # sub-commands), and who may; a package's own modules import each other
 ENTRY_ONLY = {"gagavatar.bench": {"gagavatar.cli"}, "gagavatar.model.parity": set(),
-              "gagavatar.reenact.parity": set()}
+              "gagavatar.reenact.parity": set(), "gagavatar.speech.parity": set()}
 
 
 def entry_only(module: str) -> str | None:
