@@ -190,20 +190,29 @@ def _describe_torch(path: Path, mmap: bool) -> tuple[str, bool]:
     return f"a torch file holding a {type(obj).__name__}, not a checkpoint", False
 
 
-def checkpoint_check(path: str | Path) -> Check:
-    """What the --checkpoint file is: the release, a truncated download, or a different file (and which)."""
-    path = Path(path)
+def _known_file_check(name: str, path: Path, known) -> tuple[str | None, Check | None]:
+    """(how ``path`` compares to the published file ``known``, the check when that settles it:
+    unreadable, the release itself, or a truncated download; else None)."""
     problem = _unreadable(path)
     if problem:
-        return Check("checkpoint", ERROR, f"{path}: {problem}")
-    known = KNOWN_FILES["checkpoint"]
+        return None, Check(name, ERROR, f"{path}: {problem}")
     size = path.stat().st_size
     kind = compare_known(path, known)
     if kind == "match":
-        return Check("checkpoint", OK, f"{path}: {known.label} ({known.filename}, {size:,} bytes, SHA-256 matches)")
+        return kind, Check(name, OK, f"{path}: {known.label} ({known.filename}, {size:,} bytes, SHA-256 matches)")
     if kind == "truncated":
-        return Check("checkpoint", ERROR, f"{path}: a truncated download ({size:,} of {known.size:,} bytes): "
-                                          f"download {known.filename} again")
+        return kind, Check(name, ERROR, f"{path}: a truncated download ({size:,} of {known.size:,} bytes): "
+                                        f"download {known.filename} again")
+    return kind, None
+
+
+def checkpoint_check(path: str | Path) -> Check:
+    """What the --checkpoint file is: the release, a truncated download, or a different file (and which)."""
+    path = Path(path)
+    known = KNOWN_FILES["checkpoint"]
+    kind, found = _known_file_check("checkpoint", path, known)
+    if found is not None:
+        return found
     what, usable = describe_checkpoint(path)
     if kind == "differs":
         return Check("checkpoint", WARNING if usable else ERROR,
@@ -218,17 +227,10 @@ def speech_model_check(path: str | Path) -> Check:
     from gagavatar.speech.weights import load_speech_model
 
     path = Path(path)
-    problem = _unreadable(path)
-    if problem:
-        return Check("speech model", ERROR, f"{path}: {problem}")
     known = KNOWN_FILES["speech_model"]
-    size = path.stat().st_size
-    kind = compare_known(path, known)
-    if kind == "match":
-        return Check("speech model", OK, f"{path}: {known.label} ({known.filename}, {size:,} bytes, SHA-256 matches)")
-    if kind == "truncated":
-        return Check("speech model", ERROR, f"{path}: a truncated download ({size:,} of {known.size:,} bytes): "
-                                            f"download {known.filename} again")
+    kind, found = _known_file_check("speech model", path, known)
+    if found is not None:
+        return found
     try:
         load_speech_model(path)
     except (ValueError, OSError) as e:
