@@ -112,13 +112,3 @@ def motion_vertices(frames: FrameParams, head) -> Tensor:
     """World-space vertices [F, V, 3] of speech-driven frames: ``frames.vertices(head)`` (the
     world contract), forehead smoothed over the clip (``smooth_forehead``)."""
     return smooth_forehead(frames.vertices(head))
-
-
-def frames_from_audio(model, audio: Tensor, source: FrameParams, style_motion: Tensor | None = None,
-                      fix_pose: bool = False) -> FrameParams:
-    """The whole speech path: audio [N] (tensor or array) at ``model.config.sample_rate`` ->
-    ``model.generate`` -> ``smooth_motion`` -> ``motion_frames`` (F frames at ``model.config.fps``).
-    Drive with ``motion_vertices(frames, head)`` for the points and ``frames.camera`` for the cameras."""
-    audio = torch.as_tensor(np.asarray(audio, np.float32)) if not torch.is_tensor(audio) else audio
-    motion = smooth_motion(model.generate(audio, style_motion), fix_pose=fix_pose)
-    return motion_frames(motion, source)
