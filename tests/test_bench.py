@@ -21,7 +21,7 @@ def test_summary_rows():
 
 def test_small_settings_name_real_benchmarks_and_options():
     commands = typer.main.get_command(app).commands
-    assert benchmarks() == ["reenact", "head", "render", "cli", "data", "synth", "track", "serve"]
+    assert benchmarks() == ["reenact", "head", "render", "cli", "data", "synth", "track", "serve", "speech"]
     for name, args in SMALL_SETTINGS.items():
         options = {o for p in commands[name].params for o in p.opts}
         assert {a for a in args if a.startswith("--")} <= options, name
