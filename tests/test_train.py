@@ -191,7 +191,7 @@ def test_init_starts_from_the_checkpoint_not_from_random_weights(dataset, tmp_pa
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "paper"], "holds a 'tiny' model, not --preset paper"),
-    (["--head-model", "{flame}"], "head model with"),
+    (["--head-model", "{flame}"], "was trained with the head model synthetic-flame-v1, not synthetic-seed3"),
     (["--model", "plane_size=8"], "--init takes the network from its checkpoint"),
 ])
 def test_init_with_the_wrong_preset_or_head_model_is_one_line(dataset, tmp_path, args, message):

@@ -130,8 +130,10 @@ class HeadModel(nn.Module):
         if Path(name).resolve() == DEFAULT_HEAD_PATH.resolve():
             return BUNDLED_HEAD_ID
         version = str(arrays.get("version", "unknown"))
-        if version != "unknown":
+        if version in ("2020", "2023"):
             return f"flame{version}"
+        if version != "unknown":  # a file that names itself (the synthetic heads the builder makes)
+            return version
         digest = hashlib.sha256(np.ascontiguousarray(arrays["v_template"], np.float32).tobytes()).hexdigest()
         return f"head-{digest[:12]}"
 
