@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import platform
 import sys
@@ -51,7 +52,8 @@ from gagavatar.head import HeadModel
 from gagavatar.model import create_model
 from gagavatar.render import rasterize
 
-RASTERIZE = sys.modules[rasterize.__module__]  # the module, for gsplat's channel chunk (splat variants)
+RASTERIZE = sys.modules[rasterize.__module__]  # the module
+GSPLAT = importlib.import_module("gagavatar.render.gsplat_backend")  # gsplat's channel chunk (splat variants)
 METHODS = {"cuda-graphs": "cuda_graphs", "bf16-refiner": "bf16_refiner", "splat": "splat_backends",
            "compile": "compile"}  # variant -> Case method
 
@@ -214,14 +216,14 @@ class Case:
                   a.features.float(), cam.viewmat, cam.K, cfg.render_size, cfg.render_size)
         runs = [("torch backend", "torch", None)]
         if gsplat_used:
-            runs += [(f"gsplat chunk {RASTERIZE._GSPLAT_CHANNEL_CHUNK}", "gsplat", RASTERIZE._GSPLAT_CHANNEL_CHUNK),
+            runs += [(f"gsplat chunk {GSPLAT.GSPLAT_CHANNEL_CHUNK}", "gsplat", GSPLAT.GSPLAT_CHANNEL_CHUNK),
                      ("gsplat chunk 32", "gsplat", 32)]
         first = None
         for name, backend, chunk in runs:
-            saved = RASTERIZE._GSPLAT_CHANNEL_CHUNK
+            saved = GSPLAT.GSPLAT_CHANNEL_CHUNK
             try:
                 if chunk is not None:
-                    RASTERIZE._GSPLAT_CHANNEL_CHUNK = chunk
+                    GSPLAT.GSPLAT_CHANNEL_CHUNK = chunk
 
                 def run(backend=backend):
                     with torch.no_grad():
@@ -230,7 +232,7 @@ class Case:
                 ms = self.median_ms(run, max(2, self.repeat // (4 if backend == "torch" else 1)), warmup=1)
                 image = run()
             finally:
-                RASTERIZE._GSPLAT_CHANNEL_CHUNK = saved
+                GSPLAT.GSPLAT_CHANNEL_CHUNK = saved
             first = image if first is None else first
             self.report.add("results", variant=f"splat: {name}", batch=B, splat_ms=ms,
                             max_diff_vs_torch_backend=max_diff(image, first))

@@ -3,7 +3,7 @@
 gsplat's kernels run only on CUDA, but gsplat ships pure-PyTorch reference
 functions (``gsplat.cuda._torch_impl``) for its projection and tile
 intersection. Fed exactly the arguments our gsplat backend builds
-(``_gsplat_arguments``), they must give what our torch backend computes:
+(``gsplat_backend.gsplat_arguments``), they must give what our torch backend computes:
 
 * 2D means, conics and depths to 1e-5 (``_fully_fused_projection``);
 * radii and visibility exactly, where the radii follow gsplat's CUDA kernel
@@ -44,6 +44,7 @@ else:
 gsplat_ref = importlib.import_module("gsplat.cuda._torch_impl")
 gsplat_rendering = importlib.import_module("gsplat.rendering")
 R = importlib.import_module("gagavatar.render.rasterize")
+G = importlib.import_module("gagavatar.render.gsplat_backend")
 
 ALPHA_THRESHOLD = 1.0 / 255  # gsplat's Common.h
 NEAR = 0.01
@@ -186,7 +187,7 @@ def stand_in_rasterization(monkeypatch):
 
 
 def render_with(rasterization, scene, background=None, near_plane=NEAR):
-    return R._gsplat_render(rasterization, *scene, W, H, background, near_plane)
+    return G.gsplat_render(rasterization, *scene, W, H, background, near_plane)
 
 
 # ---------------------------------------------------------------------------
@@ -201,7 +202,7 @@ def projections(scene, args=None, near_plane=NEAR):
     [B, N, ...] after checking the camera axis is [B, 1]."""
     means, quats, scales, opacities, _, viewmats, Ks = scene
     if args is None:
-        args = R._gsplat_arguments(*scene, W, H, None, near_plane)
+        args = G.gsplat_arguments(*scene, W, H, None, near_plane)
     a = as64(args)
     B, N = means.shape[:2]
     covars, _ = gsplat_ref._quat_scale_to_covar_preci(a["quats"], a["scales"], True, False, triu=False)
@@ -256,7 +257,7 @@ def test_tile_lists_match_gsplat_reference(monkeypatch):
     before our ellipse-to-tile cut; the cut only drops pairs gsplat composites as alpha < 1/255."""
     scene = scenes(2)
     ours, theirs = projections(scene)
-    args = R._gsplat_arguments(*scene, W, H, None, NEAR)
+    args = G.gsplat_arguments(*scene, W, H, None, NEAR)
     N = scene[0].shape[1]
     tiles_x, tiles_y = -(-W // 16), -(-H // 16)
     _, isect_ids, flatten_ids = gsplat_ref._isect_tiles(
@@ -297,7 +298,7 @@ def test_arguments_are_the_ones_that_agree():
     """The discrete choices our backend makes, each one that the checks above rely on."""
     scene = scenes(3, B=2)
     background = torch.rand(2, 5)
-    args = R._gsplat_arguments(*scene, W, H, background, 0.05)
+    args = G.gsplat_arguments(*scene, W, H, background, 0.05)
     B, N = 2, scene[0].shape[1]
     assert args["means"].shape == (B, N, 3) and args["viewmats"].shape == (B, 1, 4, 4)  # scenes = batch, 1 camera
     assert args["Ks"].shape == (B, 1, 3, 3) and args["backgrounds"].shape == (B, 1, 5)
@@ -329,7 +330,7 @@ WRONG = {
 @pytest.mark.parametrize("wrong", list(WRONG))
 def test_a_wrong_convention_is_caught(wrong):
     scene = scenes(4, B=2)
-    args = WRONG[wrong](R._gsplat_arguments(*scene, W, H, None, NEAR))
+    args = WRONG[wrong](G.gsplat_arguments(*scene, W, H, None, NEAR))
     with pytest.raises(AssertionError):
         ours, theirs = projections(scene, args)
         assert_same_projection(ours, theirs, scene[3])
@@ -348,7 +349,7 @@ def test_one_batched_call_equals_one_call_per_scene(cpu_gsplat):
     assert meta["n_batches"] == 3 and meta["n_cameras"] == 1
     for b in range(3):
         one = [t[b:b + 1] for t in scene]
-        single = R._gsplat_arguments(*one, W, H, background[b:b + 1], NEAR)
+        single = G.gsplat_arguments(*one, W, H, background[b:b + 1], NEAR)
         for k, v in kwargs.items():  # the batched call's inputs are the per-scene ones stacked
             assert torch.equal(v[b:b + 1], single[k]) if torch.is_tensor(v) else v == single[k], k
         looped = render_with(cpu_gsplat, one, background[b:b + 1])
@@ -383,8 +384,8 @@ def test_the_alpha_clamp_is_the_one_difference(cpu_gsplat, capsys, monkeypatch):
     scene[3][:] = torch.where(scene[3] > 0.95, 1.0, scene[3])
     ours = rasterize(*(t.double() for t in scene), W, H, backend="torch")
     clamped = render_with(cpu_gsplat, scene)
-    arguments = R._gsplat_arguments
-    monkeypatch.setattr(R, "_gsplat_arguments", lambda *a: arguments(*a) | {"opacities": a[3].float()})
+    arguments = G.gsplat_arguments
+    monkeypatch.setattr(G, "gsplat_arguments", lambda *a: arguments(*a) | {"opacities": a[3].float()})
     raw = render_with(cpu_gsplat, scene)
     d_clamped = (clamped.alpha.double() - ours.alpha).abs().max().item()
     d_raw = (raw.alpha.double() - ours.alpha).abs().max().item()
@@ -410,7 +411,7 @@ def test_empty_scene_gives_the_background(cpu_gsplat):
 @requires_cuda
 def test_cuda_projection_matches_the_stand_in():
     scene = scenes(10, B=3, N=400)
-    args = R._gsplat_arguments(*scene, W, H, None, NEAR)
+    args = G.gsplat_arguments(*scene, W, H, None, NEAR)
     cuda = gsplat.fully_fused_projection(
         args["means"].cuda(), None, args["quats"].cuda(), args["scales"].cuda(), args["viewmats"].cuda(),
         args["Ks"].cuda(), W, H, eps2d=args["eps2d"], packed=False, near_plane=NEAR, radius_clip=0.0,

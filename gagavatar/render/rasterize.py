@@ -22,7 +22,6 @@ gradients block by block, so memory stays bounded by the block size.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -30,14 +29,12 @@ import torch
 from torch import Tensor
 
 from gagavatar.geometry.rotation import quaternion_to_matrix
+from gagavatar.render.conventions import ALPHA_MAX, ALPHA_MIN, EPS2D, EXTENT_MAX, T_MIN
+from gagavatar.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from gagavatar.render.output import RasterOutput
 
 BACKENDS = ("auto", "torch", "gsplat")
 
-EPS2D = 0.3             # px^2 added to the diagonal of every 2D covariance
-ALPHA_MAX = 0.99        # alpha clamp
-ALPHA_MIN = 1.0 / 255   # contributions under this are skipped
-T_MIN = 1e-4            # compositing stops before transmittance drops under this
-EXTENT_MAX = 3.33       # cap of the bounding box half-size in standard deviations
 
 _LOG_ALPHA_MIN = math.log(ALPHA_MIN)
 _LOG_ALPHA_MAX = math.log(ALPHA_MAX)
@@ -46,20 +43,6 @@ _LOG_ALPHA_FLOOR = -20.0
 # per block; a block holds a few [pixels, Gaussians] float buffers.
 _CHUNK_PIXELS = 16384
 _BLOCK = 32
-
-
-class RasterOutput(NamedTuple):
-    """What ``rasterize`` returns.
-
-    image: [B, C, H, W] composited features, background included.
-    alpha: [B, 1, H, W] accumulated opacity, 1 - final transmittance.
-    depth: [B, 1, H, W] expected camera-space z, normalised by alpha
-        (sum_i w_i z_i / alpha; 0 where alpha is 0).
-    """
-
-    image: Tensor
-    alpha: Tensor
-    depth: Tensor
 
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, features: Tensor,
@@ -126,22 +109,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, f
     if backend == "auto":
         backend = "gsplat" if means.is_cuda and gsplat_available() else "torch"
     if backend == "gsplat":
-        return _rasterize_gsplat(means, quats, scales, opacities, features, viewmats, Ks,
-                                 width, height, background, near_plane)
+        return rasterize_gsplat(means, quats, scales, opacities, features, viewmats, Ks,
+                                width, height, background, near_plane)
     return _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks,
                             width, height, background, near_plane)
-
-
-@functools.cache  # asked on every frame; a failed import is not cached by Python
-def gsplat_available() -> bool:
-    """True when the gsplat package can be imported and CUDA is available."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except Exception:  # not installed, or its CUDA extension fails to load
-        return False
-    return True
 
 
 def _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height, background):
@@ -552,68 +523,3 @@ def _rasterize_torch(means, quats, scales, opacities, features, viewmats, Ks, wi
 
 
 # ---------------------------------------------------------------------------
-# gsplat backend
-# ---------------------------------------------------------------------------
-
-# What ``rasterize`` asks of gsplat, checked against gsplat's own reference code on CPU
-# by tests/test_gsplat_conventions.py:
-# * batch: the B scenes are gsplat's leading batch dimension and each has one camera
-#   (means [B, N, 3], viewmats [B, 1, 4, 4]): one call, images [B, 1, H, W, C + 1];
-# * the same conventions: viewmats world to camera (OpenCV axes), quaternions w first
-#   (normalised by both), scales standard deviations (linear), pixel centres at
-#   (i + 0.5, j + 0.5) in the same pinhole K, the same Jacobian clamp (1.3x the field
-#   of view), EWA with 0.3 px^2 dilation (eps2d; rasterize_mode "classic": no
-#   compensation factor), centres with z < near_plane dropped (z = near_plane kept),
-#   radius_clip 0 (a splat is dropped only when both radii are 0), the opacity-aware
-#   box (gsplat >= 1.5 passes the opacities to its projection), alpha < 1/255 skipped,
-#   compositing stopped before T <= 1e-4, expected depth normalised by alpha ("RGB+ED");
-# * one difference: gsplat clamps alpha at 0.999, 3DGS at 0.99, so opacities are clamped
-#   at 0.99 (exact for opacities <= 0.99; within 0.01 in alpha above).
-# 33 = the paper's 32 feature channels + depth in one pass (gsplat has kernels for 33
-# channels; its default chunk of 32 would composite every splat twice).
-_GSPLAT_CHANNEL_CHUNK = 33
-
-
-def _gsplat_arguments(means, quats, scales, opacities, features, viewmats, Ks, width, height, background,
-                      near_plane) -> dict:
-    """Keyword arguments of the one ``gsplat.rasterization`` call that draws all B scenes (float32)."""
-    return dict(
-        means=means.float(), quats=quats.float(), scales=scales.float(),
-        opacities=opacities.float().clamp(max=ALPHA_MAX),  # gsplat clamps alpha at 0.999, 3DGS at 0.99
-        colors=features.float(),
-        viewmats=viewmats.float()[:, None], Ks=Ks.float()[:, None],  # [B, 1, ...]: one camera per scene
-        width=width, height=height, near_plane=near_plane, radius_clip=0.0, eps2d=EPS2D, packed=False,
-        tile_size=16, backgrounds=None if background is None else background.float()[:, None],
-        render_mode="RGB+ED", rasterize_mode="classic", channel_chunk=_GSPLAT_CHANNEL_CHUNK)
-
-
-def _rasterize_gsplat(means, quats, scales, opacities, features, viewmats, Ks, width, height,
-                      background, near_plane) -> RasterOutput:
-    if not means.is_cuda:
-        raise ValueError("backend='gsplat' needs CUDA tensors; move the inputs to a GPU or use backend='torch'")
-    try:
-        from gsplat import rasterization
-    except Exception as error:
-        raise ImportError("backend='gsplat' needs the gsplat package (pip install 'gagavatar[gpu]' "
-                          "or pip install gsplat); backend='torch' works without it") from error
-    return _gsplat_render(rasterization, means, quats, scales, opacities, features, viewmats, Ks, width, height,
-                          background, near_plane)
-
-
-def _gsplat_render(rasterization, means, quats, scales, opacities, features, viewmats, Ks, width, height,
-                   background, near_plane) -> RasterOutput:
-    """``rasterize`` through ``rasterization`` (gsplat's, or a stand-in with its signature)."""
-    B, N, C = features.shape
-    dtype = means.dtype
-    if N == 0:  # nothing to draw (gsplat is not asked about empty scenes)
-        image = means.new_zeros(B, C, height, width)
-        if background is not None:
-            image = image + background[:, :, None, None]
-        empty = means.new_zeros(B, 1, height, width)
-        return RasterOutput(image, empty, empty.clone())
-    colors, alpha, _ = rasterization(**_gsplat_arguments(means, quats, scales, opacities, features, viewmats, Ks,
-                                                         width, height, background, near_plane))
-    colors = colors[:, 0].permute(0, 3, 1, 2).to(dtype)  # [B, C + 1, H, W], expected depth last
-    alpha = alpha[:, 0].permute(0, 3, 1, 2).to(dtype)
-    depth = torch.where(alpha > 0, colors[:, -1:], torch.zeros_like(alpha))
-    return RasterOutput(colors[:, :-1].contiguous(), alpha, depth)
