@@ -118,7 +118,7 @@ def test_drive_by_params_gives_the_animators_frames(service, animator, clips):
 
 def test_photo_upload_is_tracked_and_driven(service, clips):
     """A photo (the bundled source frame as a PNG) is tracked by the server, then driven; the
-    same photo through the raw body gives another avatar."""
+    same photo again (through the raw body) is the same avatar, found, not tracked again."""
     client, _ = service
     source, driver = clips
     buffer = io.BytesIO()
@@ -132,10 +132,12 @@ def test_photo_upload_is_tracked_and_driven(service, clips):
         header, data = frame_of(ws.receive_bytes())
         image = decode_image(data, "raw", header["width"], header["height"])
         assert image.shape == (header["height"], header["width"], 3) and image.std() > 5  # a face, not a blank
+    created = client.get("/metrics").json()["uploads"]["created"]
     raw = client.post("/avatars", content=buffer.getvalue(), headers={"content-type": "image/png"})
-    assert raw.status_code == 201 and raw.json()["id"] != avatar
-    assert client.delete(f"/avatars/{raw.json()['id']}").status_code == 200
-    assert client.delete(f"/avatars/{raw.json()['id']}").status_code == 404
+    assert raw.status_code == 200 and raw.json()["id"] == avatar and raw.json()["existing"]
+    assert client.get("/metrics").json()["uploads"]["created"] == created  # found, not made again
+    assert client.delete(f"/avatars/{avatar}").status_code == 200
+    assert client.delete(f"/avatars/{avatar}").status_code == 404
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -332,6 +334,38 @@ def test_python_client_latest_frame_wins(animator, clips):
         assert e.value.status == 415 and "not an image" in str(e.value)
 
 
+def test_server_ms_counts_from_the_arrival_at_the_socket(animator, clips, monkeypatch):
+    """A session slow to take its messages (each held 0.25 s after the server read it): the frame's
+    server_ms includes that wait (it starts when the message arrived at the socket, not when the
+    session took it), and is within what the client measured from send to frame."""
+    from starlette.websockets import WebSocket
+
+    from gagavatar.serve import Client
+
+    taken = WebSocket.receive
+
+    async def slow(self):
+        message = await taken(self)
+        if message["type"] == "websocket.receive":
+            await asyncio.sleep(0.25)
+        return message
+
+    source, driver = clips
+    with RunningServer(ServeConfig(port=0), animator) as server:
+        client = Client(server.url)
+        avatar = client.create_avatar(source.folder)
+        monkeypatch.setattr(WebSocket, "receive", slow)
+        with client.drive(avatar) as session:
+            for i in range(3):
+                t0 = time.perf_counter()
+                session.send_params(params_message(driver.params, i, driver.width, driver.height))
+                frame = session.receive(timeout=30)
+                round_trip = (time.perf_counter() - t0) * 1000
+                timings = frame.header["timings"]
+                assert 250 <= timings["server_ms"] <= round_trip, (timings, round_trip)
+                assert timings["wait_ms"] >= 250  # arrived -> taken by the session's renderer
+
+
 def test_engine_batches_frames_of_one_and_several_avatars(animator, clips):
     from gagavatar.serve.engine import RenderEngine
 
@@ -379,8 +413,9 @@ def write_y4m(path: Path, frames: list[np.ndarray], size: int = 320, fps: int = 
 
 
 def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path):
-    """Pick a photo, start the (fake) webcam, see avatar frames arrive with an FPS figure; the page
-    talks to nobody but the server."""
+    """Pick a photo, start the (fake) webcam, see avatar frames arrive with an FPS figure, stop; the
+    page talks to nobody but the server, shows a placeholder (not a broken image) before the
+    first frame, has its icon, says it stopped, and logs no error."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; `make install` adds it with apt-get)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
@@ -396,6 +431,7 @@ def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path)
         frames = [driver.frame(i) for i in range(driver.n_frames)]
     webcam = write_y4m(tmp_path / "webcam.y4m", frames)
     requests: list[str] = []
+    errors: list[str] = []
     with RunningServer(ServeConfig(port=0), animator) as server, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + [
             "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -403,7 +439,13 @@ def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 820})
             page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             page.goto(server.url + "/")
+            assert page.locator("#placeholder").is_visible() and page.locator("#avatar").get_attribute("src") is None
+            assert not page.locator("#avatar").is_visible()  # no broken-image icon before the first frame
+            assert page.locator("link[rel=icon]").get_attribute("href").startswith("data:image/svg+xml")
             page.locator("#photo").set_input_files(str(photo))
             page.get_by_text("Avatar ready").wait_for(timeout=60_000)
             page.locator("#start").click()
@@ -417,13 +459,19 @@ def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path)
             fps = float(page.locator("#fps").text_content().split()[0])
             assert page.locator("#avatar").get_attribute("src").startswith("blob:")
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            assert not page.locator("#placeholder").is_visible()
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             page.locator("#stop").click()
+            page.get_by_text("Stopped.").wait_for(timeout=10_000)  # not "Driving the avatar" any more
+            assert page.locator("#start").is_enabled() and page.locator("#stop").is_disabled()
         finally:
             browser.close()
+        with urllib.request.urlopen(server.url + "/favicon.ico") as r:
+            assert r.status == 200 and r.headers["content-type"].startswith("image/svg+xml")
         with urllib.request.urlopen(server.url + "/metrics") as r:
             metrics = json.loads(r.read())
     assert fps > 0 and metrics["frames"]["served"] > 5 and metrics["errors"]["server"] == 0
     own = urlparse(server.url).netloc
     elsewhere = [u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).netloc != own]
     assert not elsewhere, f"the page fetched from outside the server: {elsewhere}"
+    assert not errors, f"the page logged errors: {errors}"

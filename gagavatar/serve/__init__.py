@@ -7,19 +7,26 @@
         session.send_params(message)            # or session.send_image(jpeg_bytes)
         frame = session.receive()               # frame.image(): RGB uint8 [H, W, 3]
 
-Modules: ``protocol`` (the wire format; no torch), ``client`` (the Python client; no torch),
-``server`` (the ASGI app and ``serve``), ``engine`` (the render thread), ``uploads`` (what
-POST /avatars accepts), ``loadtest`` (``gagavatar bench serve``), ``page.html`` (the
-browser client). The client imports nothing heavy; the server is imported on first use.
+Modules, one idea each: ``config`` (``ServeConfig``: the options; no torch), ``protocol`` (the
+wire format; no torch), ``client`` (the Python client; no torch), ``server`` (the app on
+uvicorn: ``create_app``, ``serve``, ``RunningServer``), ``guard`` (token, Host, Origin, CORS),
+``service`` (the routes), ``avatars`` and ``uploads`` (what POST /avatars accepts and makes),
+``cache`` (avatar ids, in memory and on disk), ``drive`` and ``session`` (a drive session and
+its flow control), ``engine`` (the render threads), ``loadtest`` (``gagavatar bench serve``),
+``page.html`` (the browser client). Nothing is imported before it is asked for: the CLI
+reads ``config`` without the client's numpy or the server's torch.
 """
-from gagavatar.serve.client import Client, DriveSession, Frame, ServeError
+from __future__ import annotations
 
-__all__ = ["Client", "DriveSession", "Frame", "RunningServer", "ServeConfig", "ServeError", "create_app", "serve"]
+import importlib
+
+_WHERE = {"Client": "client", "DriveSession": "client", "Frame": "client", "ServeError": "client",
+          "ServeConfig": "config", "RunningServer": "server", "create_app": "server", "serve": "server"}
+
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name):
-    if name in ("RunningServer", "ServeConfig", "create_app", "serve"):  # torch, the model: only when serving
-        from gagavatar.serve import server
-
-        return getattr(server, name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"gagavatar.serve.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'gagavatar.serve' has no attribute {name!r}")

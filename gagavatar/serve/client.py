@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gagavatar.serve.config import TOKEN_ENV
 from gagavatar.serve.protocol import decode_image, pack, unpack
-
-TOKEN_ENV = "GAGAVATAR_TOKEN"
 
 
 class ServeError(RuntimeError):
@@ -138,6 +137,7 @@ class DriveSession:
     def __init__(self, ws):
         self.ws = ws
         self.last_seq = 0  # acknowledged on every message: the server sends at most its window ahead
+        self.warnings: list[dict] = []  # the server's warnings (e.g. sending over --max-fps), newest last
         self.ready = self._next_text()
         if self.ready.get("type") != "ready":
             raise ServeError(f"the server did not start the session: {self.ready}")
@@ -158,8 +158,8 @@ class DriveSession:
         """One frame of head parameters: a dict as ``protocol.params_message`` makes, and/or fields
         (expression, jaw_pose, eye_pose, transform; optionally global_pose, neck_pose, translation,
         K with size, frame_id), lists or numpy arrays."""
-        message = {"type": "params", "ack": self.last_seq, **(message or {}), **fields}
-        self.ws.send(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in message.items()}))
+        params = {"type": "params", "ack": self.last_seq, **(message or {}), **fields}
+        self.ws.send(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in params.items()}))
 
     def send_image(self, data: bytes, frame_id=None) -> None:
         """One webcam frame, JPEG or PNG bytes; the server tracks it."""
@@ -172,7 +172,10 @@ class DriveSession:
         while True:
             message = self._recv(timeout)
             if isinstance(message, str):
-                self._raise_if_error(json.loads(message))
+                text = json.loads(message)
+                self._raise_if_error(text)
+                if text.get("type") == "warning":
+                    self.warnings = self.warnings[-9:] + [text]
                 continue
             header, data = unpack(message)
             self.last_seq = max(self.last_seq, int(header.get("seq", 0)))

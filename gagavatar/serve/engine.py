@@ -1,13 +1,20 @@
-"""``RenderEngine``: the one thread that owns the ``Animator``.
+"""``RenderEngine``: the threads that own the ``Animator``.
 
-Every session's frames, and every new avatar's reconstruction, are jobs for this thread;
+Every session's frames, and every new avatar's reconstruction, are jobs for these threads;
 the event loop only awaits their results (it never runs the model). Each session has at
 most one frame in flight, so the job queue holds at most one frame per session and the
 sessions are served in turn.
 
-Batching: the frames waiting when the thread is free are rendered in one call (up to
-``max_batch``). Frames of one avatar drive its batch-1 avatar (no copy); frames of
+Batching: a render thread that is free takes every frame waiting (up to ``max_batch``) and
+renders them in one call. Frames of one avatar drive its batch-1 avatar (no copy); frames of
 different avatars are rendered with their avatars stacked into one batch.
+
+Threads: on the CPU, ``workers`` threads render side by side, each running torch on one core
+(the server sets torch to one thread: ``gagavatar.system.set_torch_threads``). torch releases
+Python's lock inside its operators, so two threads use two cores; what stays serial is the
+Python between the operators (a frame of the tiny model is about 1,500 of them), and a
+batch pays it once for all its frames - which is where batching pays on a CPU. On a GPU one
+thread feeds the device.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import torch
 
 from gagavatar.data.frame import FrameParams
 from gagavatar.model.network import Avatar
@@ -34,7 +42,7 @@ class Rendered:
     width: int
     height: int
     batch: int         # frames rendered in the same call
-    queue_ms: float    # waiting for the render thread
+    queue_ms: float    # waiting for a render thread
     render_ms: float   # motion + render of the whole batch
     encode_ms: float
 
@@ -76,70 +84,129 @@ def _deliver(job, result=None, error: BaseException | None = None) -> None:
         pass
 
 
-class RenderEngine:
-    """The render thread: ``await engine.render(...)`` a frame, ``await engine.call(fn)`` anything
-    else that needs the model (reconstruction)."""
+class RenderStats:
+    """What the render threads did: frames, batches by size, and where the time went (seconds,
+    wall and the threads' own CPU time), for /metrics and ``gagavatar bench serve``."""
 
-    def __init__(self, animator, max_batch: int = 4):
-        if max_batch < 1:
-            raise ValueError(f"max_batch={max_batch}: use 1 or more")
-        self.animator, self.max_batch = animator, max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+    def __init__(self):
+        self.lock = threading.Lock()
         self.frames = 0
         self.batches: dict[int, int] = {}  # batch size -> how many renders had it
-        self.busy_s = 0.0
+        self.busy_s = self.cpu_s = 0.0     # rendering, all of it (motion, model, encoding)
+        self.split_s = {"motion": 0.0, "model": 0.0, "to_image": 0.0, "encode": 0.0}  # CPU time per stage
+
+    def add(self, n: int, busy: float, cpu: float, split: dict[str, float]) -> None:
+        with self.lock:
+            self.frames += n
+            self.batches[n] = self.batches.get(n, 0) + 1
+            self.busy_s += busy
+            self.cpu_s += cpu
+            for k, v in split.items():
+                self.split_s[k] += v
+
+    def report(self) -> dict:
+        with self.lock:
+            per_frame = {k: round(v / self.frames * 1000, 2) if self.frames else None for k, v in self.split_s.items()}
+            return {"frames": self.frames, "busy_s": round(self.busy_s, 2), "cpu_s": round(self.cpu_s, 2),
+                    "batches": {str(k): v for k, v in sorted(self.batches.items())},
+                    "cpu_ms_per_frame": per_frame}
+
+
+class RenderEngine:
+    """The render threads: ``await engine.render(...)`` a frame, ``await engine.call(fn)``
+    anything else that needs the model (reconstruction)."""
+
+    def __init__(self, animator, max_batch: int = 4, workers: int = 1):
+        if max_batch < 1 or workers < 1:
+            raise ValueError(f"max_batch={max_batch}, workers={workers}: use 1 or more")
+        self.animator, self.max_batch, self.workers = animator, max_batch, workers
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # render threads waiting for a job
+        self._idle_lock = threading.Lock()
+        self.stats = RenderStats()
 
     # ------------------------------------------------------------------ the event loop's side
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="gagavatar-render", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._run, name=f"gagavatar-render-{i}", daemon=True)
+                             for i in range(self.workers)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     @property
     def depth(self) -> int:
-        """Jobs waiting for the render thread."""
+        """Jobs waiting for a render thread."""
         return self._queue.qsize()
+
+    # the counts, as before the stats had their own object
+    @property
+    def frames(self) -> int:
+        return self.stats.frames
+
+    @property
+    def batches(self) -> dict[int, int]:
+        return dict(self.stats.batches)
 
     async def render(self, avatar, motion, driver: FrameParams, format: str, quality: int) -> Rendered:
         """The frame ``motion(driver)`` (or ``driver`` itself when ``motion`` is None) of ``avatar``,
-        encoded. ``motion`` is called on the render thread only (it keeps the session's state)."""
+        encoded. ``motion`` is called on a render thread (it keeps the session's state; a session
+        has one frame in flight at a time, so it is never called twice at once)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Frame(avatar, motion, driver, format, quality, future, loop, time.perf_counter()))
         return await future
 
     async def call(self, fn):
-        """``fn()`` on the render thread."""
+        """``fn()`` on a render thread."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Call(fn, future, loop))
         return await future
 
-    # ------------------------------------------------------------------ the render thread
+    # ------------------------------------------------------------------ the render threads
+    def _next(self):
+        with self._idle_lock:
+            self._idle += 1
+        try:
+            return self._queue.get()
+        finally:
+            with self._idle_lock:
+                self._idle -= 1
+
+    def _share(self) -> int:
+        """How many frames this thread takes: up to ``max_batch``, and no more than its share of
+        the frames waiting when other render threads are idle (two threads rendering two frames
+        each finish sooner than one rendering four while the other waits)."""
+        with self._idle_lock:
+            idle = self._idle
+        waiting = 1 + self._queue.qsize()
+        return max(1, min(self.max_batch, -(-waiting // (1 + idle))))
+
     def _run(self) -> None:
-        later = []
+        later = None
         while True:
-            job = later.pop(0) if later else self._queue.get()
+            job, later = (later, None) if later is not None else (self._next(), None)
             if job is _STOP:
                 return
             if isinstance(job, _Call):
                 self._call(job)
                 continue
-            batch = [job]
-            while len(batch) < self.max_batch:
+            batch, share = [job], self._share()
+            while len(batch) < share:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if not isinstance(nxt, _Frame):
-                    later.append(nxt)  # keeps its turn after this batch
+                    later = nxt  # keeps its turn after this batch
                     break
                 batch.append(nxt)
             self._render([j for j in batch if not j.future.cancelled()])
@@ -155,7 +222,7 @@ class RenderEngine:
     def _render(self, batch: list[_Frame]) -> None:
         if not batch:
             return
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         ready = []
         for job in batch:
             try:
@@ -164,16 +231,20 @@ class RenderEngine:
                 _deliver(job, error=e)
         if not ready:
             return
+        c1 = time.thread_time()
         try:
-            avatar = Avatar.cat([job.avatar for job, _ in ready])
-            frames = FrameParams.cat([f for _, f in ready])
-            images = list(self.animator.render(avatar, frames, batch_size=len(ready)))
+            with torch.inference_mode():
+                avatar = Avatar.cat([job.avatar for job, _ in ready])
+                frames = FrameParams.cat([f for _, f in ready])
+                rgb = self.animator.images(avatar, frames)
+            c2 = time.thread_time()
+            images = [self._to_image(x) for x in rgb]
         except Exception as e:
             log.exception("render failed")
             for job, _ in ready:
                 _deliver(job, error=e)
             return
-        t1 = time.perf_counter()
+        t1, c3 = time.perf_counter(), time.thread_time()
         for (job, _), image in zip(ready, images):
             t = time.perf_counter()
             try:
@@ -183,6 +254,13 @@ class RenderEngine:
                 continue
             _deliver(job, Rendered(data, image.shape[1], image.shape[0], len(ready), (t0 - job.submitted) * 1000,
                                    (t1 - t0) * 1000, (time.perf_counter() - t) * 1000))
-        self.frames += len(ready)
-        self.batches[len(ready)] = self.batches.get(len(ready), 0) + 1
-        self.busy_s += time.perf_counter() - t0
+        c4 = time.thread_time()
+        self.stats.add(len(ready), time.perf_counter() - t0, c4 - c0,
+                       {"motion": c1 - c0, "model": c2 - c1, "to_image": c3 - c2, "encode": c4 - c3})
+
+    @staticmethod
+    def _to_image(rgb: torch.Tensor):
+        """[3, R, R] in [0, 1] -> RGB uint8 [R, R, 3] (``gagavatar.io.tensor_to_image``)."""
+        from gagavatar.io import tensor_to_image
+
+        return tensor_to_image(rgb)

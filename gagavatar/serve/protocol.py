@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 
 import numpy as np
@@ -42,6 +43,7 @@ PARAM_FIELDS = {"expression": (None,), "jaw_pose": (3,), "eye_pose": (6,), "glob
 REQUIRED_FIELDS = ("expression", "jaw_pose", "eye_pose", "transform")
 MAX_EXPRESSION = 400
 MAX_ABS_VALUE = 1e4  # parameters and cameras are small numbers; anything larger is garbage
+MAX_JSON_DEPTH = 32  # a params message nests 3 deep; json.loads recurses once per level
 
 CONTROL_FIELDS = {"transfer": str, "relative": bool, "expression_scale": float, "jaw_scale": float,
                   "eye_scale": float, "stabilize": float}
@@ -54,6 +56,38 @@ class ProtocolError(ValueError):
     def __init__(self, message: str, code: int = 1007):
         super().__init__(message)
         self.code = code
+
+
+# --------------------------------------------------------------------------- JSON
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def nests_deeper(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays and objects of a JSON text nest more than ``limit`` deep, found without
+    parsing it (no recursion, linear time): ``json.loads`` recurses once per level, so a text
+    nested 30,000 deep would exhaust the stack before it is refused."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if text.count("[") + text.count("{") <= limit:  # the usual case: too few to nest that deep
+        return False
+    depth = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def loads(text: str | bytes, what: str, code: int = 1007):
+    """``json.loads`` of a client's message, its nesting checked first (``ProtocolError``, ``code``)."""
+    if nests_deeper(text):
+        raise ProtocolError(f"{what} nests arrays or objects more than {MAX_JSON_DEPTH} deep", code)
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        detail = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise ProtocolError(f"{what} is not JSON ({detail})", code) from e
 
 
 # --------------------------------------------------------------------------- binary messages
@@ -75,10 +109,7 @@ def unpack(message: bytes) -> tuple[dict, bytes]:
     if n > min(MAX_HEADER_BYTES, len(message) - HEADER_LENGTH.size):
         raise ProtocolError(f"a binary message whose header length is {n} bytes (the message has {len(message)}): "
                             f"expected [u32 big-endian N][N bytes JSON][image]", 1003)
-    try:
-        header = json.loads(message[HEADER_LENGTH.size:HEADER_LENGTH.size + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"the header of a binary message is not JSON ({e})", 1003) from e
+    header = loads(message[HEADER_LENGTH.size:HEADER_LENGTH.size + n], "the header of a binary message", 1003)
     if not isinstance(header, dict):
         raise ProtocolError("the header of a binary message must be a JSON object", 1003)
     return header, message[HEADER_LENGTH.size + n:]
@@ -86,10 +117,7 @@ def unpack(message: bytes) -> tuple[dict, bytes]:
 
 def parse_text(text: str) -> dict:
     """A text message as a JSON object (type "params" when it names none)."""
-    try:
-        message = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"a text message that is not JSON ({e.msg} at character {e.pos})") from e
+    message = loads(text, "a text message")
     if not isinstance(message, dict):
         raise ProtocolError("a text message must be a JSON object with a 'type' (config or params)")
     message.setdefault("type", "params")
@@ -107,19 +135,19 @@ def frame_id(header: dict, fallback: int):
 
 
 # --------------------------------------------------------------------------- head parameters
-def parse_params(message: dict) -> dict:
+def parse_params(fields: dict) -> dict:
     """The arrays of a params message, checked: {name: float32 array} for the fields it has
     (``REQUIRED_FIELDS`` always), plus ``size`` (width, height) when it gives ``K``."""
-    missing = [name for name in REQUIRED_FIELDS if name not in message]
+    missing = [name for name in REQUIRED_FIELDS if name not in fields]
     if missing:
         raise ProtocolError(f"a params message lacks {missing}: send expression [E], jaw_pose [3], eye_pose [6] "
                             f"and transform [3, 4] (docs/serve.md)")
     out = {}
     for name, shape in PARAM_FIELDS.items():
-        if name not in message or message[name] is None:
+        if name not in fields or fields[name] is None:
             continue
         try:
-            value = np.asarray(message[name], dtype=np.float32)
+            value = np.asarray(fields[name], dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise ProtocolError(f"{name}: expected numbers ({e})") from e
         ok = value.ndim == len(shape) and all(s is None or s == v for s, v in zip(shape, value.shape))
@@ -134,7 +162,7 @@ def parse_params(message: dict) -> dict:
     if abs(np.linalg.det(out["transform"][:, :3].astype(np.float64))) < 1e-3:
         raise ProtocolError("transform: its 3x3 part must be a camera rotation (the reference 3x4, SPEC 7.1)")
     if "K" in out:
-        size = message.get("size")
+        size = fields.get("size")
         if (not isinstance(size, (list, tuple)) or len(size) != 2
                 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 16384 for s in size)):
             raise ProtocolError(f"K is in pixels of an image: give its size as [width, height] (got {size!r})")

@@ -8,7 +8,8 @@
   video paths kept inside the folder, params.npz's unpacked size limited (read without
   pickle) and the source frame's size checked before it is decoded.
 
-Errors are ``UploadError`` s with the HTTP status to answer and a message for the person.
+Errors are ``UploadError`` s with the HTTP status to answer and a message for the person,
+chosen by the type of what went wrong (``gagavatar.errors``), never by its words.
 """
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, DatasetError, VideoRecord
+from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, VideoRecord
+from gagavatar.errors import InputError, LimitError, PathEscapeError
+from gagavatar.serve.protocol import MAX_JSON_DEPTH, nests_deeper
 
 ZIP_MAGIC = b"PK\x03\x04"
 PHOTO_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
                  "PPM": ".ppm"}
 UPLOADED_FRAME_FORMATS = ("png", "jpg")  # tracked folders with frames.mp4 are refused (no video decoder on uploads)
+
+
+MAX_JSON_BYTES = 4 * 2**20  # an index.json or video.json of an uploaded tracked folder
 
 
 class UploadError(ValueError):
@@ -55,12 +61,20 @@ def sniff(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
+    except Image.DecompressionBombError:  # its header alone claims more pixels than Pillow decodes
+        raise too_many_pixels() from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         fmt = None
     if fmt not in PHOTO_FORMATS:
         raise UploadError(415, f"the photo is not an image ({describe(data)}): send a JPEG or PNG photo of a face, "
                                f"or a .zip of a tracked folder")
     return fmt
+
+
+def too_many_pixels(size: str = "", limit: int | None = None) -> UploadError:
+    limit = limit or 2 * Image.MAX_IMAGE_PIXELS
+    return UploadError(413, f"the photo is {size or 'larger than that'} pixels; the limit is {limit:,} pixels "
+                            f"(--max-image-pixels): send a smaller photo")
 
 
 def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
@@ -70,10 +84,11 @@ def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > max_pixels:
-                raise UploadError(413, f"the photo is {width}x{height} pixels; the limit is {max_pixels:,} "
-                                       f"pixels (--max-image-pixels): send a smaller photo")
+                raise too_many_pixels(f"{width}x{height}", max_pixels)
             im.load()  # decodes it: a truncated or corrupt file fails here, not in the tracker
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise too_many_pixels(limit=max_pixels) from None
+    except (OSError, ValueError, SyntaxError) as e:
         if isinstance(e, UploadError):
             raise
         raise UploadError(415, f"the photo cannot be decoded ({type(e).__name__}: {e}): send a JPEG or PNG") from e
@@ -85,26 +100,42 @@ def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
 
 def extract_archive(data: bytes, dest: Path, max_bytes: int, max_files: int) -> Path:
     """``gagavatar.io.extract_zip`` of an upload, its refusals as 4xx: 413 over a limit, else 400."""
-    from gagavatar.io import InputError, extract_zip
+    from gagavatar.io import extract_zip
 
     try:
         return extract_zip(data, dest, max_bytes, max_files)
-    except InputError as e:
-        raise UploadError(413 if "more than" in str(e) else 400, str(e)) from e
+    except LimitError as e:
+        raise UploadError(413, str(e)) from e
+    except InputError as e:  # a member outside the archive (PathEscapeError), not a zip
+        raise UploadError(400, str(e)) from e
+
+
+def check_json_files(root: Path) -> None:
+    """The tracked folder's JSON files (index.json, video.json) are small and shallow: read
+    before the dataset code parses them (``json.loads`` recurses once per nesting level)."""
+    for path in root.rglob("*.json"):
+        if not path.is_file():
+            continue
+        name = path.relative_to(root).as_posix()
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise UploadError(413, f"{name} is {path.stat().st_size:,} bytes; a tracked folder's JSON files are "
+                                   f"at most {MAX_JSON_BYTES:,}")
+        if nests_deeper(path.read_bytes()):
+            raise UploadError(400, f"{name} nests arrays or objects more than {MAX_JSON_DEPTH} deep: not a "
+                                   f"tracked folder's index")
 
 
 def open_tracked(folder: Path, max_pixels: int, max_bytes: int) -> VideoRecord:
     """The first video of an extracted tracked folder, checked to stay inside it; its params.npz
     may unpack to at most ``max_bytes`` (its arrays are compressed: a few MB can claim GBs)."""
     root = folder.resolve()
+    check_json_files(root)
     if (root / INDEX_FILE).is_file():
         try:
             dataset = Dataset(root)
-        except DatasetError as e:
-            if "outside the dataset folder" in str(e):
-                raise UploadError(400, "the tracked folder's index.json points outside itself (a video path "
-                                       "that is absolute, has '..' or leads out through a link)") from e
-            raise
+        except PathEscapeError as e:
+            raise UploadError(400, "the tracked folder's index.json points outside itself (a video path "
+                                   "that is absolute, has '..' or leads out through a link)") from e
         if not dataset.videos:
             raise UploadError(422, "the tracked folder's index.json lists no videos")
         video = dataset.videos[0]
