@@ -14,7 +14,6 @@ from starlette.testclient import TestClient
 from test_serve import LOOPBACK, WS, animator, clips, frame_of, one_thread, source_zip  # noqa: F401
 
 from gagavatar.serve.cache import avatar_id, is_avatar_id, model_identity
-from gagavatar.serve.client import zip_folder
 from gagavatar.serve.protocol import decode_image, params_message
 from gagavatar.serve.server import ServeConfig, create_app
 

@@ -27,6 +27,7 @@ class ClientResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)  # misbehaving: what it did, and how it ended
+    timings_ms: dict[str, float] = field(default_factory=dict)  # the frames' server timings, summed
 
     @property
     def fps(self) -> float:
@@ -64,6 +65,8 @@ def good_client(url: str, avatar: str, name: str, messages: list, n_frames: int,
             now = time.perf_counter()
             if frame.frame_id in sent_at:
                 result.latencies_ms.append((now - sent_at[frame.frame_id]) * 1000)
+            for name, ms in frame.header.get("timings", {}).items():
+                result.timings_ms[name] = result.timings_ms.get(name, 0.0) + ms
             if frame.frame_id <= last_id:
                 result.errors.append(f"frame {frame.frame_id} after {last_id}")
             last_id = frame.frame_id

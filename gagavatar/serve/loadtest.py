@@ -278,7 +278,8 @@ def run(cfg: LoadConfig, say=print) -> dict:
     say(f"# gagavatar serve under load\n\nmachine: {os.cpu_count()} CPUs, {platform.machine()}, "
         f"load average at start {load_average()} (1, 5, 15 min); model: "
         f"{cfg.checkpoint or 'bundled tiny'}, device {cfg.device}, max batch {cfg.max_batch}, "
-        f"threads {cfg.threads or 'default'}\n")
+        f"threads {cfg.threads or 'default'}" + (f"; the server from {cfg.server_source}" if cfg.server_source else "")
+        + "\n")
     photo, messages, jpegs, what = prepare_inputs(cfg, workdir, say)
     say(f"inputs: {what}\n")
     server = ServerProcess(cfg, workdir / "server.log")
@@ -302,6 +303,18 @@ def run(cfg: LoadConfig, say=print) -> dict:
             phases[name] = run_phase(server.url, avatar, messages, cfg, **kw)
             report["split"][name] = cpu_split(before, server.metrics())
             say(table(title, phases[name]) + "\n")
+            frames = sum(r.received for r in phases[name] if r.timings_ms)
+            if frames:
+                totals = {}
+                for r in phases[name]:
+                    for k, ms in r.timings_ms.items():
+                        totals[k] = totals.get(k, 0.0) + ms
+                report.setdefault("timings_ms", {})[name] = {k: round(v / frames, 1) for k, v in totals.items()}
+                said = report["timings_ms"][name]
+                rest = said.get("server_ms", 0) - sum(said.get(k, 0) for k in ("wait_ms", "track_ms", "queue_ms",
+                                                                                 "render_ms", "encode_ms"))
+                say("frame timings (mean ms, server side): " + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in said.items())
+                    + f"; output slot and send {rest:.1f}\n")
             split = report["split"][name]
             if split:
                 stages = ", ".join(f"{k} {split[k]:.1f}" for k in ("model", "to_image", "encode", "motion")

@@ -262,7 +262,7 @@ class Session:
             if self._closed:
                 return None
             if self.tracker is None:
-                from gagavatar.live import FrameTracker
+                from gagavatar.tracking.stream import FrameTracker
 
                 self.tracker = FrameTracker(head)
             return self.tracker(image)
