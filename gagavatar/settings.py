@@ -81,7 +81,9 @@ def command_options(config_cls, **overrides):
 
         command.__signature__ = inspect.Signature(
             [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + params)
-        del command.__wrapped__  # typer must read the signature above, not fn's
+        # typer must read the signature above, not fn's (wraps copied fn's annotations, as strings)
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        del command.__wrapped__
         return command
 
     return decorate

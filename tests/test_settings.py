@@ -1,5 +1,7 @@
 """Config dataclasses as command lines (`gagavatar.settings`): each default and help line is
 written once, in the dataclass, and the command parses into the dataclass itself."""
+from __future__ import annotations  # string annotations, as the package writes them
+
 from dataclasses import dataclass
 
 import typer
