@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from gagavatar.bench import app as bench_app
 from gagavatar.serve.config import ServeConfig
 from gagavatar.settings import command_options
-from gagavatar.system import MissingExtra
+from gagavatar.system import MissingExtra, usable_cores
 
 # Errors a user can fix: shown as one line, never as a traceback (FileNotFoundError,
 # PermissionError and disk-full errors are OSErrors; bad inputs are ValueErrors; an optional
@@ -210,7 +210,7 @@ def synth(
     t0 = time.perf_counter()
     dataset = generate(out, SynthConfig(identities=identities, videos_per_identity=videos_per_identity, frames=frames,
                                         fps=fps, size=size, seed=seed, splits=fractions, frame_format=frame_format,
-                                        n_gaussians=gaussians, workers=workers or os.cpu_count() or 1))
+                                        n_gaussians=gaussians, workers=workers or usable_cores()))
     _done(f"wrote {dataset.root}: {len(dataset)} videos", t0)
 
 
@@ -360,18 +360,15 @@ def speak(
     from gagavatar import io as gio
     from gagavatar.reenact import Speaker
 
-    if (audio is None) == (text is None):
-        raise typer.BadParameter("give the speech as --audio FILE or --text \"...\" (one of them)")
     controls = _controls("all", False, expression_scale, jaw_scale, 1.0, stabilize)
     # what can be refused at once is, before any model loads: the outputs, the speech, the speech model
     for path in (out, motion_out):
         if path is not None:
             gio.check_writable(path)
     speaker = Speaker.load(speech_model, style, fix_pose)
-    samples = gio.speak_text(text, speaker.sample_rate) if text is not None else \
-        gio.read_audio(audio, speaker.sample_rate)
-    summary = commands.speak(source, out, _animator(checkpoint, head_model, _color(background)), speaker,
-                             audio=samples, controls=controls, motion_out=motion_out)
+    samples = gio.read_speech(audio, text, speaker.sample_rate)
+    summary = commands.speak(source, out, _animator(checkpoint, head_model, _color(background)), speaker, samples,
+                             controls=controls, motion_out=motion_out)
     typer.echo(str(summary) + (f"; motion in {motion_out}" if motion_out else ""))
 
 

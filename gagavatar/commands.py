@@ -79,23 +79,18 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
 
 
-def speak(source, out, animator: Animator, speaker: Speaker, audio=None, text: str | None = None,
+def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray,
           controls: MotionControls | None = None, motion_out=None, workdir=None, progress=None) -> ReenactSummary:
-    """Make ``source``'s avatar say ``audio`` (a sound or video file, or samples [N] at 16 kHz)
-    or ``text`` (spoken by espeak-ng); write an mp4 with the speech as its sound track, frames at
-    the speech model's rate, the same length as the audio. ``motion_out``: also the motion, as a
-    file ``reenact`` takes as its driver."""
+    """Make ``source``'s avatar say ``samples`` (mono [N] at ``speaker.sample_rate``:
+    ``gio.read_speech``); write an mp4 with the speech as its sound track, frames at the speech
+    model's rate, the same length as the audio. ``motion_out``: also the motion, as a file
+    ``reenact`` takes as its driver."""
     t0 = time.perf_counter()
-    if (audio is None) == (text is None):
-        raise gio.InputError("give the speech as --audio FILE or --text \"...\" (one of them)")
     for path in (out, motion_out):
         if path is not None:
             gio.check_writable(path)
-    samples = gio.speak_text(text, speaker.sample_rate) if text is not None else \
-        gio.read_audio(audio, speaker.sample_rate) if not isinstance(audio, np.ndarray) else audio
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
-        speaker.check_head(animator.head)  # before the speech model runs
         frames, vertices = speaker.drive(src, samples, animator.head, controls)
         if motion_out is not None:
             save_motion(motion_out, frames, speaker.fps)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
 import typing
 
 
@@ -39,7 +40,7 @@ def setting(default, help: str, *, flag: str | None = None, envvar: str | None =
 def _option_type(annotation):
     """The type typer parses for a field's annotation: ``X | None`` -> X, ``tuple[X, ...]`` -> list[X]."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return _option_type(args[0])
     if typing.get_origin(annotation) is tuple:
         return list[args[0]]

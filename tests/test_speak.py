@@ -66,7 +66,8 @@ def speech(seconds: float, rate: int = 16000) -> np.ndarray:
 def test_speak_writes_the_speech_as_the_sound_track_and_a_motion_reenact_takes(
         flame_animator, speaker, pipeline_fixture, tmp_path):
     wav = gio.write_wav(tmp_path / "voice.wav", speech(1.5))
-    summary = commands.speak(pipeline_fixture / "source", tmp_path / "talk.mp4", flame_animator, speaker, audio=wav,
+    summary = commands.speak(pipeline_fixture / "source", tmp_path / "talk.mp4", flame_animator, speaker,
+                             gio.read_audio(wav),
                              motion_out=tmp_path / "motion.npz", workdir=tmp_path / "work")
     assert summary.n_frames == math.ceil(1.5 * 25)
     video_s, audio_s = streams(summary.out)
@@ -92,14 +93,14 @@ def test_the_motion_controls_apply_to_speech(flame_animator, speaker, pipeline_f
 
 def test_silence_is_valid_speech(flame_animator, speaker, pipeline_fixture, tmp_path):
     summary = commands.speak(pipeline_fixture / "source", tmp_path / "quiet.mp4", flame_animator, speaker,
-                             audio=np.zeros(16000, np.float32), workdir=tmp_path / "work")
+                             np.zeros(16000, np.float32), workdir=tmp_path / "work")
     assert summary.n_frames == 25
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make install adds it)")
 def test_speak_says_text(flame_animator, speaker, pipeline_fixture, tmp_path):
     summary = commands.speak(pipeline_fixture / "source", tmp_path / "text.mp4", flame_animator, speaker,
-                             text="Hello there.", workdir=tmp_path / "work")
+                             gio.read_speech(text="Hello there."), workdir=tmp_path / "work")
     video_s, audio_s = streams(summary.out)
     assert summary.n_frames > 10 and abs(video_s - audio_s) <= 1 / 25 + 1e-3
 

@@ -12,7 +12,7 @@ and the fix. Everything is importable from ``gagavatar.io`` itself.
 """
 from gagavatar.errors import InputError, LimitError, OutputError, PathEscapeError
 from gagavatar.io.archive import extract_zip
-from gagavatar.io.audio import AUDIO_EXTENSIONS, SPEECH_RATE, read_audio, speak_text, write_wav
+from gagavatar.io.audio import AUDIO_EXTENSIONS, SPEECH_RATE, read_audio, read_speech, speak_text, write_wav
 from gagavatar.io.ffmpeg import ffmpeg_exe
 from gagavatar.io.files import (atomic_path, check_writable, no_space_error, output_error, output_errors,
                                 remove_stale_temps, temp_path)
@@ -25,7 +25,7 @@ from gagavatar.io.video import (VIDEO_EXTENSIONS, VideoFileInfo, VideoFrames, co
 __all__ = [
     "InputError", "LimitError", "OutputError", "PathEscapeError",
     "extract_zip",
-    "AUDIO_EXTENSIONS", "SPEECH_RATE", "read_audio", "speak_text", "write_wav",
+    "AUDIO_EXTENSIONS", "SPEECH_RATE", "read_audio", "read_speech", "speak_text", "write_wav",
     "atomic_path", "check_writable", "no_space_error", "output_error", "output_errors", "remove_stale_temps",
     "temp_path",
     "IMAGE_EXTENSIONS", "is_image", "list_images", "natural_key", "read_image", "resize_frame", "resize_image",

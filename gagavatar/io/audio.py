@@ -59,6 +59,14 @@ def speak_text(text: str, rate: int = SPEECH_RATE, voice: str = "en-us", words_p
         return read_audio(wav, rate)
 
 
+def read_speech(audio=None, text: str | None = None, rate: int = SPEECH_RATE) -> np.ndarray:
+    """The speech a command is given, as mono float32 samples [N] at ``rate``: a sound or video
+    file (``audio``) or words spoken by espeak-ng (``text``), exactly one of them."""
+    if (audio is None) == (text is None):
+        raise InputError("give the speech as --audio FILE or --text \"...\" (one of them)")
+    return speak_text(text, rate) if text is not None else read_audio(audio, rate)
+
+
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = SPEECH_RATE) -> Path:
     """Mono float samples [N] in [-1, 1] as a 16-bit PCM WAV file."""
     pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2")

@@ -80,6 +80,7 @@ class Speaker:
               frame: int | None = None) -> tuple[FrameParams, torch.Tensor]:
         """(FrameParams [F], world vertices [F, V, 3]) that make ``source``'s avatar (its frame
         ``frame``, default ``source_frame``) say ``audio``."""
+        self.check_head(head)  # before the speech model runs
         return self.frames(source.frames(source_frame(source) if frame is None else frame),
                            self.motion(audio), head, controls)
 

@@ -41,6 +41,7 @@ import numpy as np
 from gagavatar.serve.client import Client
 from gagavatar.serve.loadclients import ClientResult, UnpacedProcess, good_client, misbehaving_client
 from gagavatar.serve.protocol import params_message
+from gagavatar.system import usable_cores
 
 # real face clips for the default inputs (a developer's checkout: ../shared/realdata beside the repository)
 REALDATA = Path(os.environ.get("GAGAVATAR_REALDATA", Path(__file__).resolve().parents[3] / "shared" / "realdata"))
@@ -275,7 +276,7 @@ def run(cfg: LoadConfig, say=print) -> dict:
 
     workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="gagavatar-bench-serve-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    say(f"# gagavatar serve under load\n\nmachine: {os.cpu_count()} CPUs, {platform.machine()}, "
+    say(f"# gagavatar serve under load\n\nmachine: {usable_cores()} usable CPUs, {platform.machine()}, "
         f"load average at start {load_average()} (1, 5, 15 min); model: "
         f"{cfg.checkpoint or 'bundled tiny'}, device {cfg.device}, max batch {cfg.max_batch}, "
         f"threads {cfg.threads or 'default'}" + (f"; the server from {cfg.server_source}" if cfg.server_source else "")

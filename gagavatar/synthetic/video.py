@@ -36,6 +36,7 @@ from gagavatar.geometry import (REFERENCE_FOCAL, WORLD_SCALE, Camera, axis_rotat
                                 viewmat_to_reference)
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 from gagavatar.synthetic.basis_names import EXPRESSIONS
+from gagavatar.system import set_torch_threads
 from gagavatar.tracking.framing import CROP_SCALE  # the reference crops a square of 1.65 x the head box
 
 
@@ -405,7 +406,7 @@ _WORKER_HEAD = None
 
 def _worker_init(head) -> None:
     global _WORKER_HEAD
-    torch.set_num_threads(1)  # one process per core beats threads for small frames
+    set_torch_threads(1)  # one process per core beats threads for small frames
     _WORKER_HEAD = head
 
 
