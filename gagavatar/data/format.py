@@ -9,6 +9,7 @@ A dataset is a folder::
         frames/000000.png ...     # RGB frames (PNG or JPEG), or frames.mp4
         mattes/000000.png ...     # 8-bit foreground mattes (255 = head, hair, neck)
         params.npz                # every per-frame array of the video
+        audio.wav                 # its sound, when it has one (16 kHz mono, aligned to the frames)
 
 ``params.npz`` holds head-model parameters (FLAME layout, x1 = metres), the
 camera in the reference's 3x4 convention (SPEC §7.1) in world units = head
@@ -27,25 +28,29 @@ The format is one import here; its parts, one idea a module:
 - ``index``: ``VideoInfo``, ``DatasetIndex``, ``scan_videos``, ``update_index``;
 - ``params``: ``default_params``, ``validate_params``, ``VideoParams``, ``read_params``;
 - ``images``: frame and matte files, ``image_to_tensor``, ``composite``;
+- ``audio``: a video's sound tied to its frames (``fit_to_frames``, ``samples_for_frames``);
 - ``writer``: ``VideoWriter``, ``write_video``;
 - ``reader``: ``Dataset``, ``VideoRecord``.
 """
+from gagavatar.data.audio import fit_to_frames, samples_for_frames
 from gagavatar.data.errors import DatasetError, DatasetPathError, MissingFileError
 from gagavatar.data.images import composite, image_to_tensor
 from gagavatar.data.index import DatasetIndex, VideoInfo, scan_videos, update_index
 from gagavatar.data.json_files import read_json, write_json
-from gagavatar.data.layout import (FORMAT_NAME, FORMAT_VERSION, FRAME_ARRAYS, FRAME_FORMATS, FRAMES_DIR, INDEX_FILE,
-                                   MATTES_DIR, MP4_FILE, OPTIONAL_ARRAYS, PARAMS_FILE, SPLITS, VIDEO_FILE, frame_name)
+from gagavatar.data.layout import (AUDIO_FILE, AUDIO_RATE, FORMAT_NAME, FORMAT_VERSION, FRAME_ARRAYS, FRAME_FORMATS,
+                                   FRAMES_DIR, INDEX_FILE, MATTES_DIR, MP4_FILE, OPTIONAL_ARRAYS, PARAMS_FILE, SPLITS,
+                                   VIDEO_FILE, frame_name)
 from gagavatar.data.params import VideoParams, default_params, read_params, validate_params
 from gagavatar.data.reader import Dataset, VideoRecord
 from gagavatar.data.writer import VideoWriter, write_video
 
 __all__ = [
+    "fit_to_frames", "samples_for_frames",
     "DatasetError", "DatasetPathError", "MissingFileError",
     "composite", "image_to_tensor",
     "DatasetIndex", "VideoInfo", "scan_videos", "update_index",
     "read_json", "write_json",
-    "FORMAT_NAME", "FORMAT_VERSION", "FRAME_ARRAYS", "FRAME_FORMATS", "FRAMES_DIR", "INDEX_FILE", "MATTES_DIR",
+    "AUDIO_FILE", "AUDIO_RATE", "FORMAT_NAME", "FORMAT_VERSION", "FRAME_ARRAYS", "FRAME_FORMATS", "FRAMES_DIR", "INDEX_FILE", "MATTES_DIR",
     "MP4_FILE", "OPTIONAL_ARRAYS", "PARAMS_FILE", "SPLITS", "VIDEO_FILE", "frame_name",
     "VideoParams", "default_params", "read_params", "validate_params",
     "Dataset", "VideoRecord",

@@ -20,7 +20,9 @@ class VideoInfo:
 
     ``path`` is the video folder relative to the dataset root; ``frames`` is how
     the frames are stored ("png", "jpg" or "mp4"); ``head_model`` names the head
-    model whose parameters params.npz holds (e.g. "synthetic-flame-v1", "flame2020").
+    model whose parameters params.npz holds (e.g. "synthetic-flame-v1", "flame2020");
+    ``audio``: the folder holds the video's sound (audio.wav; False for a clip without sound
+    and for datasets written before sound was kept).
     """
 
     id: str
@@ -34,6 +36,7 @@ class VideoInfo:
     frames: str = "png"
     fps: float = 25.0
     source: str = ""  # where the video came from (a file name, "synthetic", ...)
+    audio: bool = False
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "VideoInfo":
@@ -49,6 +52,8 @@ class VideoInfo:
                                    f"paths in an index are relative to its folder, without '..'")
         if info.frames not in FRAME_FORMATS:
             raise DatasetError(f"{where}: video {info.id!r} has frames={info.frames!r}; expected one of {FRAME_FORMATS}")
+        if not isinstance(info.audio, bool):
+            raise DatasetError(f"{where}: video {info.id!r} has audio={info.audio!r}; expected true or false")
         if info.split not in SPLITS:
             raise DatasetError(f"{where}: video {info.id!r} has split={info.split!r}; expected one of {SPLITS}")
         return info

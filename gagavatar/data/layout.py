@@ -10,6 +10,8 @@ PARAMS_FILE = "params.npz"
 FRAMES_DIR = "frames"
 MATTES_DIR = "mattes"
 MP4_FILE = "frames.mp4"
+AUDIO_FILE = "audio.wav"  # the video's sound: 16 kHz mono PCM16, sample 0 at frame 0, as long as the frames
+AUDIO_RATE = 16000
 FRAME_FORMATS = ("png", "jpg", "mp4")
 SPLITS = ("train", "val", "test")
 

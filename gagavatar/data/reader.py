@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gagavatar.data.audio import read_video_audio
 from gagavatar.data.errors import DatasetError, DatasetPathError, MissingFileError
 from gagavatar.data.frame import FrameParams
 from gagavatar.data.images import composite, image_to_tensor, read_image
 from gagavatar.data.index import DatasetIndex, VideoInfo, check_identity_splits
 from gagavatar.data.json_files import read_json
-from gagavatar.data.layout import FRAMES_DIR, INDEX_FILE, MATTES_DIR, MP4_FILE, PARAMS_FILE, SPLITS, VIDEO_FILE, frame_name
+from gagavatar.data.layout import (AUDIO_FILE, FRAMES_DIR, INDEX_FILE, MATTES_DIR, MP4_FILE, PARAMS_FILE, SPLITS,
+                                   VIDEO_FILE, frame_name)
 from gagavatar.data.params import VideoParams, read_params
 from gagavatar.io import resize_image
 
@@ -23,7 +25,7 @@ class VideoRecord:
     """One video of a dataset. Files are opened only when asked for.
 
     ``frame(i)`` -> RGB uint8 [H,W,3]; ``matte(i)`` -> uint8 [H,W];
-    ``params`` -> ``VideoParams`` (read once, then cached).
+    ``params`` -> ``VideoParams`` (read once, then cached); ``audio()`` -> float32 [N] at 16 kHz or None.
     """
 
     def __init__(self, root: Path, info: VideoInfo):
@@ -69,6 +71,11 @@ class VideoRecord:
     def frames(self, index=None) -> FrameParams:
         """Head parameters and cameras of frames ``index`` (an int, a slice, an index array; None: all)."""
         return FrameParams.from_arrays(self.params, self.width, self.height, index)
+
+    def audio(self) -> np.ndarray | None:
+        """The video's sound: float32 [N] at 16 kHz, sample 0 at frame 0, ``n_frames / fps``
+        seconds long (docs/data-format.md); None for a video without sound."""
+        return read_video_audio(self.folder / AUDIO_FILE) if self.info.audio else None
 
     def image(self, i: int, size: int | None = None, background=(0.0, 0.0, 0.0)) -> torch.Tensor:
         """Frame ``i`` composited on ``background`` with its matte, then resized to ``size`` (None: as

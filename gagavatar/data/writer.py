@@ -1,5 +1,6 @@
 """Writing one video of a dataset, frame by frame (``VideoWriter``) or whole (``write_video``):
-frames, mattes, params.npz, and video.json last, which marks it complete."""
+frames, mattes, params.npz, its sound (audio.wav) when it has one, and video.json last, which
+marks it complete."""
 from __future__ import annotations
 
 import os
@@ -9,12 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gagavatar.data.audio import write_audio
 from gagavatar.data.errors import DatasetError
 from gagavatar.data.images import to_uint8
 from gagavatar.data.index import VideoInfo
 from gagavatar.data.json_files import write_json
 from gagavatar.head.model import BUNDLED_HEAD_ID
-from gagavatar.data.layout import FRAME_FORMATS, FRAMES_DIR, MATTES_DIR, MP4_FILE, PARAMS_FILE, SPLITS, VIDEO_FILE, frame_name
+from gagavatar.data.layout import (AUDIO_FILE, FRAME_FORMATS, FRAMES_DIR, MATTES_DIR, MP4_FILE, PARAMS_FILE, SPLITS,
+                                   VIDEO_FILE, frame_name)
 from gagavatar.data.params import validate_params
 from gagavatar.io import atomic_path
 
@@ -75,22 +78,30 @@ class VideoWriter:
         Image.fromarray(matte).save(self.folder / MATTES_DIR / frame_name(i), compress_level=1)
         self.info.n_frames += 1
 
-    def close(self, params: dict) -> VideoInfo:
-        """Write params.npz and video.json; returns the index entry."""
+    def close(self, params: dict, audio: np.ndarray | None = None) -> VideoInfo:
+        """Write params.npz, the sound (``audio``: mono float [N] at 16 kHz, sample 0 at frame 0,
+        as long as the frames: ``gagavatar.data.audio.fit_to_frames``; None: no sound) and
+        video.json; returns the index entry."""
         if self._mp4 is not None:
             self._mp4.close()
             self._mp4 = None
         arrays = validate_params(params, self.info.n_frames, f"params of video {self.info.id!r}")
         with atomic_path(self.folder / PARAMS_FILE) as tmp:
             np.savez(tmp, **arrays)
+        (self.folder / AUDIO_FILE).unlink(missing_ok=True)  # a rewritten video without sound has none
+        if audio is not None:
+            write_audio(self.folder / AUDIO_FILE, audio, self.info.n_frames, self.info.fps)
+        self.info.audio = audio is not None
         write_json(self.folder / VIDEO_FILE, asdict(self.info))  # last: marks the video complete
         return self.info
 
 
 def write_video(root: str | os.PathLike, video_id: str, frames, mattes, params: dict,
                 identity: str, split: str, head_model: str = BUNDLED_HEAD_ID,
-                frame_format: str = "png", fps: float = 25.0, source: str = "") -> VideoInfo:
-    """Write a whole video: frames uint8 [F,H,W,3], mattes uint8 [F,H,W] (or float in [0,1])."""
+                frame_format: str = "png", fps: float = 25.0, source: str = "",
+                audio: np.ndarray | None = None) -> VideoInfo:
+    """Write a whole video: frames uint8 [F,H,W,3], mattes uint8 [F,H,W] (or float in [0,1]),
+    and its sound (``audio``, mono float [N] at 16 kHz aligned to the frames; see ``close``)."""
     frames = to_uint8(frames)
     F, H, W = frames.shape[:3]
     w = VideoWriter(root, video_id, identity, split, W, H, head_model, frame_format, fps, source)
@@ -98,4 +109,4 @@ def write_video(root: str | os.PathLike, video_id: str, frames, mattes, params: 
         w.add(f, m)
     if w.info.n_frames != F:
         raise ValueError(f"got {F} frames but {w.info.n_frames} mattes")
-    return w.close(params)
+    return w.close(params, audio)
