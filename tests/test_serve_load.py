@@ -9,7 +9,10 @@ library, and the unpaced client is a process of its own.
   asserted only with ``GAGAVATAR_SERVE_LOAD_GOAL=1`` (a machine of its own: on a shared
   2-core machine other jobs take the cores it needs);
 - fairness: 4 paced clients keep >= 90 % of their rate alone while a fifth sends as fast as
-  it can; that one is warned, then closed with 1008.
+  it can; that one is warned, then closed with 1008;
+- speech: 3 clients speak at once (PCM16 at the pace of speech, then ``end``), each gets every
+  frame in order with its time, then ``done``; the latencies are printed (the server runs with
+  a small random voice for the bundled head: tests/test_serve_speak.py's).
 
 Loopback only; every phase is bounded in time (about 50 s in all).
 """
@@ -69,13 +72,14 @@ print(json.dumps(out))
 
 
 class Server:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, command: list[str] | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "GAGAVATAR_TOKEN"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gagavatar", "serve", "--port", str(self.port), *args],
+        command = command or [sys.executable, "-m", "gagavatar"]
+        self.proc = subprocess.Popen([*command, "serve", "--port", str(self.port), *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.time() + 120
         while True:
@@ -237,3 +241,96 @@ def test_an_unpaced_client_does_not_starve_the_others(served):
         assert not r["errors"], r["errors"]
     ended = server.get("/metrics")["sessions"]["ended"]
     assert ended.get("over the rate", 0) >= 1, ended
+
+
+# --------------------------------------------------------------------------- speech
+@pytest.fixture(scope="module")
+def speaking():
+    """The server with the tests' small voice (``--speech-model`` given, as a user would)."""
+    from test_serve_speak import with_voice
+
+    server = Server("--speech-model", "test-voice", command=with_voice())
+    try:
+        assert server.health["speech"]["available"], server.health
+        source = Dataset(bundled(DEMO_DATA)).video("source")
+        yield server, server.post("/avatars", zip_folder(source.folder))["id"]
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def speaking_client(url: str, audio: np.ndarray, piece_s: float, start: threading.Barrier, out: dict) -> None:
+    """Sends ``audio`` as PCM16 in pieces of ``piece_s`` seconds at the pace of speech, then
+    ``end``; reads every frame and checks its index, seq and time. Latencies: from the last
+    sample of each whole 4 s chunk sent to that chunk's first frame; from ``end`` to the last frame."""
+    ws = websockets_sync.connect(url, max_size=None, compression=None, proxy=None, open_timeout=30)
+    ready = json.loads(ws.recv())
+    rate, fps = ready["sample_rate"], ready["fps"]
+    chunk, chunk_frames = round(ready["chunk_s"] * rate), round(ready["chunk_s"] * fps)
+    chunk_sent, first_frame, errors, frames, done = {}, {}, [], [], {}
+
+    def read():
+        try:
+            while True:
+                message = ws.recv(timeout=120)
+                if isinstance(message, str):
+                    done.update(json.loads(message))
+                    return
+                (n,) = struct.unpack(">I", message[:4])
+                header = json.loads(message[4:4 + n])
+                i = len(frames)
+                frames.append(time.perf_counter())
+                if header["index"] != i or header["seq"] != i + 1 or abs(header["t"] - i / fps) > 1e-6:
+                    errors.append(f"frame {i}: {header}")
+                if i % chunk_frames == 0:
+                    first_frame[i // chunk_frames] = frames[-1]
+        except Exception as e:
+            errors.append(f"closed: {e}")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    pcm = (np.clip(audio, -1, 1) * 32767).round().astype("<i2")
+    piece = round(piece_s * rate)
+    start.wait()
+    t0 = time.perf_counter()
+    for i, begin in enumerate(range(0, len(pcm), piece)):
+        if (delay := t0 + i * piece_s - time.perf_counter()) > 0:
+            time.sleep(delay)
+        ws.send(pcm[begin:begin + piece].tobytes())
+        for k in range(begin // chunk, min(begin + piece, len(pcm)) // chunk):
+            chunk_sent[k] = time.perf_counter()
+    ws.send(json.dumps({"type": "end"}))
+    t_end = time.perf_counter()
+    reader.join(300)
+    ws.close()
+    out.update(frames=len(frames), done=done, errors=errors,
+               chunk_ms=[round((first_frame[k] - t) * 1000) for k, t in sorted(chunk_sent.items())],
+               end_ms=round((frames[-1] - t_end) * 1000) if frames else None,
+               first_ms=round((frames[0] - t0) * 1000) if frames else None)
+
+
+def test_several_clients_speak_at_once(speaking):
+    server, avatar = speaking
+    from test_speak import speech
+
+    seconds, n = 6.0, 3
+    url = f"ws://127.0.0.1:{server.port}/avatars/{avatar}/speak"
+    results = [{} for _ in range(n)]
+    start = threading.Barrier(n)
+    threads = [threading.Thread(target=speaking_client, args=(url, speech(seconds), 0.1, start, r)) for r in results]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(400)
+    report = {"clients": n, "speech_s": seconds, "wall_s": round(time.perf_counter() - t0, 1),
+              "load_average": os.getloadavg(), "results": [{k: v for k, v in r.items() if k != "errors"}
+                                                            for r in results]}
+    print(json.dumps(report, indent=1))
+    want = int(np.ceil(seconds * 25))
+    for r in results:
+        assert not r["errors"], r["errors"]
+        assert r["frames"] == want and r["done"] == {"type": "done", "frames": want, "seconds": seconds, "fps": 25.0}
+        assert len(r["chunk_ms"]) == 1  # one whole chunk, then the rest after the end
+    metrics = server.get("/metrics")
+    assert metrics["errors"]["server"] == 0 and metrics["sessions"]["ended"].get("finished", 0) >= n

@@ -12,16 +12,17 @@ wire format; no torch), ``client`` (the Python client; no torch), ``server`` (th
 uvicorn: ``create_app``, ``serve``, ``RunningServer``), ``guard`` (token, Host, Origin, CORS),
 ``service`` (the routes), ``avatars`` and ``uploads`` (what POST /avatars accepts and makes),
 ``cache`` (avatar ids, in memory and on disk), ``drive`` and ``session`` (a drive session and
-its flow control), ``engine`` (the render threads), ``loadtest`` (``gagavatar bench serve``),
-``page.html`` (the browser client). Nothing is imported before it is asked for: the CLI
-reads ``config`` without the client's numpy or the server's torch.
+its flow control), ``speak`` (a speak session), ``engine`` (the render threads), ``loadtest``
+(``gagavatar bench serve``), ``page.html`` (the browser client). Nothing is imported before it
+is asked for: the CLI reads ``config`` without the client's numpy or the server's torch.
 """
 from __future__ import annotations
 
 import importlib
 
 _WHERE = {"Client": "client", "DriveSession": "client", "Frame": "client", "ServeError": "client",
-          "ServeConfig": "config", "RunningServer": "server", "create_app": "server", "serve": "server"}
+          "SpeakSession": "client", "ServeConfig": "config", "RunningServer": "server", "create_app": "server",
+          "serve": "server"}
 
 __all__ = sorted(_WHERE)
 

@@ -11,6 +11,15 @@
 The server keeps only the newest input of a session: a client that sends faster than
 frames come back gets the latest ones, and the frames it skipped never arrive (match
 them by ``frame.frame_id``).
+
+A voice, in pieces as it is recorded or as one file (every frame comes, in order):
+
+    with client.speak(avatar) as session:            # or client.speak(avatar, audio="file")
+        session.send_audio(samples)                  # float [n] at 16 kHz, as often as it comes
+        session.end()                                # or session.send_file("voice.mp3")
+        for frame in session.frames(timeout=60):     # frame.header["index"], ["t"] (seconds)
+            ...
+        session.done                                 # {"type": "done", "frames", "seconds", "fps"}
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar.serve.config import TOKEN_ENV
-from gagavatar.serve.protocol import decode_image, pack, unpack
+from gagavatar.serve.protocol import decode_image, pack, pcm16_bytes, unpack
 
 
 class ServeError(RuntimeError):
@@ -99,12 +108,20 @@ class Client:
     def drive(self, avatar_id: str, **options) -> "DriveSession":
         """Open a drive session; ``options``: motion controls (transfer, relative, expression_scale,
         jaw_scale, eye_scale, stabilize) and output (format: jpeg | png | raw, quality)."""
+        return DriveSession(self._connect(f"/avatars/{avatar_id}/drive", options))
+
+    def speak(self, avatar_id: str, **options) -> "SpeakSession":
+        """Open a speak session; ``options``: as ``drive``'s, and ``audio``: "pcm16" (pieces of
+        audio, then ``end``) or "file" (one sound file)."""
+        return SpeakSession(self._connect(f"/avatars/{avatar_id}/speak", options))
+
+    def _connect(self, path: str, options: dict):
         from urllib.parse import urlencode
 
         from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
-        ws_url = "ws" + self.url[len("http"):] + f"/avatars/{avatar_id}/drive"
+        ws_url = "ws" + self.url[len("http"):] + path
         query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()}
         if query:
             ws_url += "?" + urlencode(query)
@@ -118,7 +135,7 @@ class Client:
             except ValueError:
                 message = body.decode(errors="replace")
             raise ServeError(f"{e.response.status_code}: {message}", status=e.response.status_code) from None
-        return DriveSession(ws)
+        return ws
 
     def close(self) -> None:
         self._http.close()
@@ -211,6 +228,51 @@ class DriveSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class SpeakSession(DriveSession):
+    """One WebSocket speak session: audio in, every frame back in order, then ``done``."""
+
+    def __init__(self, ws):
+        super().__init__(ws)
+        self.done: dict | None = None  # the server's done message, once every frame has come
+
+    @property
+    def sample_rate(self) -> int:
+        return self.ready["sample_rate"]
+
+    def send_audio(self, samples) -> None:
+        """Mono float samples [n] in [-1, 1] at ``sample_rate`` (sent as PCM16), or PCM16 bytes."""
+        self.ws.send(samples if isinstance(samples, (bytes, bytearray)) else pcm16_bytes(samples))
+
+    def end(self) -> None:
+        """The audio has ended: the last frames follow, then ``done``."""
+        self.ws.send(json.dumps({"type": "end"}))
+
+    def send_file(self, audio) -> None:
+        """A whole sound file (a path or its bytes; a session opened with ``audio="file"``)."""
+        self.ws.send(audio if isinstance(audio, (bytes, bytearray)) else Path(audio).read_bytes())
+
+    def receive(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None once the server said ``done`` (kept in ``done``)."""
+        if self.done is not None:
+            return None
+        while True:
+            message = self._recv(timeout)
+            if isinstance(message, str):
+                text = json.loads(message)
+                self._raise_if_error(text)
+                if text.get("type") == "done":
+                    self.done = text
+                    return None
+                continue
+            header, data = unpack(message)
+            return Frame(header, data)
+
+    def frames(self, timeout: float | None = None):
+        """Every frame until ``done`` (``timeout``: for each)."""
+        while (frame := self.receive(timeout)) is not None:
+            yield frame
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -32,6 +32,8 @@ class ServeConfig:
                                            "(default: the bundled tiny model)")
     head_model: str | None = setting(None, "FLAME-format head model file (default: the bundled synthetic head)")
     device: str | None = setting(None, "cpu or cuda (default: cuda when present)")
+    speech_model: str | None = setting(None, "speech model for WS /avatars/{id}/speak, e.g. ARTalk_wav2vec.pt "
+                                             "(FLAME heads; default: the bundled voice of the head model, if any)")
     allowed_origins: tuple[str, ...] = setting(
         (), "a browser origin besides the server's own that may call it (repeatable), e.g. https://app.example.com; "
             "answered with CORS headers", flag="--allowed-origin")
@@ -45,7 +47,7 @@ class ServeConfig:
     max_archive_files: int = setting(5000, "files in a tracked-folder .zip", min=1)
     max_image_pixels: int = setting(4096 * 4096, "a photo or webcam frame, decoded, pixels", min=1)
     # sessions
-    max_sessions: int = setting(16, "drive sessions at once", min=1)
+    max_sessions: int = setting(16, "drive and speak sessions at once", min=1)
     max_message_kb: float = setting(1024.0, "one binary WebSocket message (a webcam frame), KB")
     max_text_kb: float = setting(64.0, "one text WebSocket message (params, config), KB")
     max_fps: float = setting(30.0, "messages per session and second: faster ones are dropped unread; a "
@@ -55,6 +57,7 @@ class ServeConfig:
     send_timeout_s: float = setting(10.0, "seconds a client may take no frame before it is closed",
                                     flag="--send-timeout")
     window: int = setting(8, "frames a session may have unacknowledged (0: TCP flow control only)", min=0)
+    max_speech_s: float = setting(600.0, "seconds of audio one speak session may send", flag="--max-speech-seconds")
     # the model
     max_batch: int = setting(4, "frames rendered in one call (from one or several sessions)", min=1)
     threads: int = setting(0, f"render threads on the CPU, each running torch on one core (0: one per usable "
@@ -79,7 +82,7 @@ class ServeConfig:
                 raise ValueError(f"{f.name}={value}: use {low} to {high}" if high is not None else
                                  f"{f.name}={value}: use {low} or more")
         for name in ("max_avatar_mb", "cache_mb", "max_upload_mb", "max_unpacked_mb", "max_message_kb", "max_text_kb",
-                     "max_fps", "idle_timeout_s", "send_timeout_s"):
+                     "max_fps", "idle_timeout_s", "send_timeout_s", "max_speech_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}: use a positive number")
         for origin in self.allowed_origins:
@@ -91,7 +94,8 @@ class ServeConfig:
         return {"window": self.window, "max_upload_bytes": int(self.max_upload_mb * 2**20),
                 "max_message_bytes": self.max_message_bytes, "max_text_bytes": self.max_text_bytes,
                 "max_fps": self.max_fps, "max_image_pixels": self.max_image_pixels,
-                "idle_timeout_s": self.idle_timeout_s, "send_timeout_s": self.send_timeout_s}
+                "idle_timeout_s": self.idle_timeout_s, "send_timeout_s": self.send_timeout_s,
+                "max_speech_s": self.max_speech_s}
 
     @property
     def max_message_bytes(self) -> int:

@@ -1,4 +1,6 @@
-"""``WS /avatars/{id}/drive``: one session's three tasks.
+"""``WS /avatars/{id}/drive``: one session's three tasks; and what every session shares
+(``admit``: the avatar or a refusal; ``run_session``: accept, run the tasks, close with the
+reason), which ``speak`` uses too.
 
 - ``receive``: messages in. Each is checked for size, then against the session's rate
   (``RateGuard``) before it is parsed: one over ``--max-fps`` costs a length check. Configs
@@ -23,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gagavatar.serve.guard import close_reason, deny
 from gagavatar.serve.protocol import ProtocolError, frame_id, pack, parse_options, parse_params, parse_text, unpack
-from gagavatar.serve.session import ClientGone, Input, Output, Session, SessionEnd
+from gagavatar.serve.session import ClientGone, Finished, Input, Output, Session, SessionEnd
 
 log = logging.getLogger("gagavatar.serve")
 
@@ -41,34 +43,59 @@ async def within(awaitable, seconds: float):
     return await asyncio.wait_for(awaitable, seconds)
 
 
+async def admit(service, websocket: WebSocket):
+    """The avatar a new session asks for (``AvatarEntry``), or None after refusing it with an
+    HTTP answer: 404 (no such avatar), 503 (``--max-sessions``)."""
+    entry = await service.avatars.find(websocket.path_params["avatar_id"])
+    if entry is None:
+        await deny(websocket, 404, "no such avatar: create one with POST /avatars (the server forgets "
+                                   "the least recently used ones when its cache is full)")
+        return None
+    if len(service.sessions) >= service.config.max_sessions:
+        await deny(websocket, 503, f"the server has {len(service.sessions)} sessions, its limit "
+                                   f"(--max-sessions): try again later")
+        return None
+    return entry
+
+
 async def drive(service, websocket: WebSocket) -> None:
     """The endpoint: refuse (HTTP 404 / 503 / 400) or run a session until it ends, then close it
     with its reason."""
-    entry = await service.avatars.find(websocket.path_params["avatar_id"])
+    entry = await admit(service, websocket)
     if entry is None:
-        return await deny(websocket, 404, "no such avatar: create one with POST /avatars (the server forgets "
-                                          "the least recently used ones when its cache is full)")
-    if len(service.sessions) >= service.config.max_sessions:
-        return await deny(websocket, 503, f"the server has {len(service.sessions)} sessions, its limit "
-                                          f"(--max-sessions): try again later")
+        return
     try:
         session = Session(entry, parse_options(dict(websocket.query_params), strings=True), service.config,
                           service.totals)
     except ProtocolError as e:
         return await deny(websocket, 400, str(e))
+    ready = {"type": "ready", "session": session.id, "avatar": entry.id, "width": service.animator.size,
+             "height": service.animator.size, "format": session.format, "quality": session.quality,
+             "controls": asdict(session.controls), "limits": service.config.limits()}
+    await run_session(service, websocket, session, ready, (receive, pump, send))
+
+
+async def run_session(service, websocket: WebSocket, session, ready: dict, tasks) -> None:
+    """Accept, say ``ready``, run the session's ``tasks`` (coroutine functions of (service,
+    websocket, session)) until one ends, then close with the reason; the session's own
+    resources go with it (``session.release``)."""
     await websocket.accept()
     service.sessions[session.id] = session
-    tasks = []
+    running = []
     try:
-        await websocket.send_text(json.dumps({
-            "type": "ready", "session": session.id, "avatar": entry.id, "width": service.animator.size,
-            "height": service.animator.size, "format": session.format, "quality": session.quality,
-            "controls": asdict(session.controls), "limits": service.config.limits()}))
-        tasks = [asyncio.create_task(c) for c in (receive(service, websocket, session), pump(service, session),
-                                                  send(service, websocket, session))]
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        error = next((t.exception() for t in done if not t.cancelled()), None)
-        raise error if error is not None else SessionEnd("the session ended")
+        await websocket.send_text(json.dumps(ready))
+        running = [asyncio.create_task(task(service, websocket, session)) for task in tasks]
+        pending = set(running)
+        while pending:  # until one ends the session (a task whose part is done may return)
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            error = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
+            if error is not None:
+                raise error
+        raise SessionEnd("the session ended")
+    except Finished as e:  # all said: a normal close, no error message
+        service.ended("finished")
+        with contextlib.suppress(Exception):
+            await within(websocket.close(1000, close_reason(str(e))), 2.0)
     except (ClientGone, WebSocketDisconnect):
         service.ended("client closed")
     except ProtocolError as e:  # a broken client: its session ends, with the reason
@@ -87,12 +114,11 @@ async def drive(service, websocket: WebSocket) -> None:
         raise
     finally:  # the bookkeeping first: an await here may be cancelled again
         service.sessions.pop(session.id, None)
-        for task in tasks:
+        for task in running:
             task.cancel()
-        if session.kind == "webcam":  # its tracker may be in use on a tracking thread: closed there
-            asyncio.get_running_loop().run_in_executor(service.pool, session.close_tracker)
-        if tasks:  # (not gather: it would raise a task's own cancellation in place of this task's)
-            await asyncio.wait(tasks)
+        session.release(service)
+        if running:  # (not gather: it would raise a task's own cancellation in place of this task's)
+            await asyncio.wait(running)
 
 
 async def close(websocket: WebSocket, code: int, message: str) -> None:
@@ -166,7 +192,7 @@ async def warn(websocket: WebSocket, message: str) -> None:
                                                                "message": message})), 2.0)
 
 
-async def pump(service, s: Session) -> None:
+async def pump(service, websocket: WebSocket, s: Session) -> None:
     """Inputs -> (tracking ->) a render thread -> the output slot, one frame at a time."""
     loop = asyncio.get_running_loop()
     engine, config = service.engine, service.config

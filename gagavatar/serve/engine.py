@@ -57,6 +57,7 @@ class _Frame:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     submitted: float
+    vertices: torch.Tensor | None = None  # [1, V, 3] when the session has them (a speaker's)
 
 
 @dataclass
@@ -155,13 +156,15 @@ class RenderEngine:
     def batches(self) -> dict[int, int]:
         return dict(self.stats.batches)
 
-    async def render(self, avatar, motion, driver: FrameParams, format: str, quality: int) -> Rendered:
+    async def render(self, avatar, motion, driver: FrameParams, format: str, quality: int,
+                     vertices: torch.Tensor | None = None) -> Rendered:
         """The frame ``motion(driver)`` (or ``driver`` itself when ``motion`` is None) of ``avatar``,
         encoded. ``motion`` is called on a render thread (it keeps the session's state; a session
-        has one frame in flight at a time, so it is never called twice at once)."""
+        has one frame in flight at a time, so it is never called twice at once). ``vertices``
+        [1, V, 3]: the frame's world vertices when the caller has them (``Animator.images``)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Frame(avatar, motion, driver, format, quality, future, loop, time.perf_counter()))
+        self._queue.put(_Frame(avatar, motion, driver, format, quality, future, loop, time.perf_counter(), vertices))
         return await future
 
     async def call(self, fn):
@@ -236,7 +239,7 @@ class RenderEngine:
             with torch.inference_mode():
                 avatar = Avatar.cat([job.avatar for job, _ in ready])
                 frames = FrameParams.cat([f for _, f in ready])
-                rgb = self.animator.images(avatar, frames)
+                rgb = self.animator.images(avatar, frames, vertices=self._vertices(ready))
             c2 = time.thread_time()
             images = [self._to_image(x) for x in rgb]
         except Exception as e:
@@ -257,6 +260,15 @@ class RenderEngine:
         c4 = time.thread_time()
         self.stats.add(len(ready), time.perf_counter() - t0, c4 - c0,
                        {"motion": c1 - c0, "model": c2 - c1, "to_image": c3 - c2, "encode": c4 - c3})
+
+    def _vertices(self, ready: list) -> torch.Tensor | None:
+        """The batch's vertices [F, V, 3] when a frame brought its own (the others' from their
+        parameters), else None (``Animator.images`` computes them all)."""
+        if all(job.vertices is None for job, _ in ready):
+            return None
+        device = self.animator.device
+        return torch.cat([f.to(device).vertices(self.animator.head) if job.vertices is None
+                          else job.vertices.to(device) for job, f in ready])
 
     @staticmethod
     def _to_image(rgb: torch.Tensor):

@@ -1,11 +1,13 @@
 """The clients of ``gagavatar bench serve`` (``loadtest``): a good one (paced, reads every
-frame), a misbehaving one (five ways of breaking the protocol) and an unpaced one (sends as
-fast as the connection takes). Each returns a ``ClientResult``; none raises. Loopback only,
-every loop bounded in frames and time.
+frame), a misbehaving one (five ways of breaking the protocol), an unpaced one (sends as
+fast as the connection takes) and a speaking one (speech at the pace it is spoken; every
+frame back, in order, with its time). Each returns a ``ClientResult``; none raises.
+Loopback only, every loop bounded in frames and time.
 """
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 import threading
@@ -28,6 +30,7 @@ class ClientResult:
     errors: list[str] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)  # misbehaving: what it did, and how it ended
     timings_ms: dict[str, float] = field(default_factory=dict)  # the frames' server timings, summed
+    end_ms: float | None = None  # speak: the end of the audio -> its last frame
 
     @property
     def fps(self) -> float:
@@ -95,6 +98,77 @@ def good_client(url: str, avatar: str, name: str, messages: list, n_frames: int,
     result.seconds = time.perf_counter() - t0
     done.set()
     reader.join(5.0)  # the last frames in flight
+    try:
+        session.close()
+    except Exception:
+        pass
+    return result
+
+
+def speak_client(url: str, avatar: str, name: str, samples: np.ndarray, piece_s: float = 0.1,
+                 start: threading.Barrier | None = None) -> ClientResult:
+    """Speaks ``samples`` (float [N] at the server's rate) in pieces of ``piece_s`` seconds at the
+    pace of speech, then ``end``; reads every frame. ``latencies_ms``: for each whole chunk of
+    audio, from sending its last sample to its first frame's arrival; ``end_ms``: from ``end`` to
+    the last frame. ``errors``: a frame missing, out of order or with the wrong time."""
+    result = ClientResult(name, "speak")
+    try:
+        session = Client(url).speak(avatar)
+    except Exception as e:
+        result.errors.append(f"connect: {e}")
+        return result
+    rate, fps = session.sample_rate, session.ready["fps"]
+    chunk = round(session.ready["chunk_s"] * rate)
+    chunk_frames = round(session.ready["chunk_s"] * fps)
+    chunk_sent: dict[int, float] = {}  # chunk -> when its last sample was sent
+    first_frame: dict[int, float] = {}  # chunk -> when its first frame arrived
+    last = {"at": None}
+    t_end = {"at": None}
+
+    def receive():
+        try:
+            for i, frame in enumerate(session.frames(timeout=120)):
+                now = time.perf_counter()
+                h = frame.header
+                if h["index"] != i or h["seq"] != i + 1 or abs(h["t"] - i / fps) > 1e-6:
+                    result.errors.append(f"frame {i}: index {h['index']}, seq {h['seq']}, t {h['t']}")
+                if i % chunk_frames == 0:
+                    first_frame[i // chunk_frames] = now
+                for key, ms in h.get("timings", {}).items():
+                    result.timings_ms[key] = result.timings_ms.get(key, 0.0) + ms
+                result.received += 1
+                last["at"] = now
+        except (ServeError, TimeoutError) as e:
+            result.errors.append(f"session: {e}")
+
+    reader = threading.Thread(target=receive, daemon=True)
+    reader.start()
+    if start is not None:
+        start.wait()
+    piece = max(1, round(piece_s * rate))
+    t0 = time.perf_counter()
+    try:
+        for i, begin in enumerate(range(0, len(samples), piece)):
+            delay = t0 + i * piece_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            session.send_audio(samples[begin:begin + piece])
+            result.sent += 1
+            end = min(begin + piece, len(samples))
+            for k in range(begin // chunk, end // chunk):
+                chunk_sent[k] = time.perf_counter()
+        session.end()
+        t_end["at"] = time.perf_counter()
+    except Exception as e:
+        result.errors.append(f"send: {e}")
+    reader.join(len(samples) / rate * 20 + 120)
+    want = math.ceil(len(samples) / rate * fps)
+    if result.received != want or (session.done or {}).get("frames") != want:
+        result.errors.append(f"{result.received} frames and done {session.done}; {want} expected")
+    result.latencies_ms = [(first_frame[k] - t) * 1000 for k, t in sorted(chunk_sent.items()) if k in first_frame]
+    if last["at"] is not None and t_end["at"] is not None:
+        result.end_ms = (last["at"] - t_end["at"]) * 1000
+        result.seconds = last["at"] - t0
     try:
         session.close()
     except Exception:

@@ -11,7 +11,12 @@ measured alone), makes an avatar from a photo, and runs, each phase with fresh s
    garbage bytes, an oversized message, an abrupt disconnect and a client that never reads;
 5. ``good + unpaced``: the N clients with one that sends as fast as it can (a process of its
    own); the server should warn it, read it at its rate, then close it, and the N keep their FPS;
-6. ``webcam``: W clients sending JPEG webcam frames of the clip (tracking on the server).
+6. ``webcam``: W clients sending JPEG webcam frames of the clip (tracking on the server);
+7. ``speak``: S clients speaking at once over ``WS /avatars/{id}/speak`` (PCM16 in 0.1 s pieces
+   at the pace of speech, then ``end``), when the server has a speech model (``--speech-model``,
+   or the bundled voice of its head model): every frame in order with its time, the latency from
+   the end of each 4 s chunk of audio to its first frame, and from the end of the audio to the
+   last frame.
 
 Per client: frames sent and received, received FPS, latency percentiles (send -> frame
 back), the dropped ratio (frames the server skipped: latest frame wins) and errors. Per
@@ -39,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar.serve.client import Client
-from gagavatar.serve.loadclients import ClientResult, UnpacedProcess, good_client, misbehaving_client
+from gagavatar.serve.loadclients import ClientResult, UnpacedProcess, good_client, misbehaving_client, speak_client
 from gagavatar.serve.protocol import params_message
 from gagavatar.system import usable_cores
 
@@ -57,6 +62,9 @@ class LoadConfig:
     misbehaving: int = 2        # added in the second phase
     webcam_clients: int = 1
     webcam_frames: int = 150
+    speak_clients: int = 4      # the "speak" phase (0: none; skipped when the server has no speech model)
+    speak_seconds: float = 10.0  # speech each of them says (the start of realdata speech/eng1.wav, else a tone)
+    speech_model: str | None = None  # the server's --speech-model
     driver: str | None = None   # a video or tracked folder; default: realdata obama.mp4, else the bundled clip
     photo: str | None = None    # default: realdata monroe.jpg, else the bundled source frame
     checkpoint: str | None = None
@@ -135,7 +143,8 @@ class ServerProcess:
                    "--max-batch", str(cfg.max_batch), "--max-sessions", "64"]
         if cfg.threads:
             command += ["--threads", str(cfg.threads)]
-        for flag, value in (("--checkpoint", cfg.checkpoint), ("--head-model", cfg.head_model)):
+        for flag, value in (("--checkpoint", cfg.checkpoint), ("--head-model", cfg.head_model),
+                            ("--speech-model", cfg.speech_model)):
             if value:
                 command += [flag, value]
         env = {k: v for k, v in os.environ.items() if k != "GAGAVATAR_TOKEN"}
@@ -226,6 +235,47 @@ def run_phase(url: str, avatar: str, messages: list, cfg: LoadConfig, misbehavin
     if fast is not None:
         bad_results.append(fast.result())
     return [r for r in results + bad_results if r is not None]
+
+
+def speech_samples(seconds: float, rate: int) -> np.ndarray:
+    """``seconds`` of speech at ``rate``: realdata speech/eng1.wav (repeated), else a voiced tone."""
+    from gagavatar.io import read_audio
+
+    wav = REALDATA / "speech" / "eng1.wav"
+    n = round(seconds * rate)
+    if wav.is_file():
+        audio = read_audio(wav, rate)
+        return np.resize(audio, n)
+    t = np.arange(n) / rate
+    return (0.3 * np.sin(2 * np.pi * (120 + 40 * t) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+def speak_phase(url: str, avatar: str, cfg: LoadConfig, rate: int) -> list[ClientResult]:
+    """``cfg.speak_clients`` speaking at once, each ``cfg.speak_seconds`` of speech."""
+    samples = speech_samples(cfg.speak_seconds, rate)
+    results: list[ClientResult | None] = [None] * cfg.speak_clients
+    start = threading.Barrier(cfg.speak_clients)
+
+    def run_one(i):
+        results[i] = speak_client(url, avatar, f"speaker {i + 1}", samples, start=start)
+
+    threads = [threading.Thread(target=run_one, args=(i,)) for i in range(cfg.speak_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(cfg.speak_seconds * 20 + 300)
+    return [r for r in results if r is not None]
+
+
+def speak_table(title: str, results: list[ClientResult]) -> str:
+    lines = [f"**{title}**", "",
+             "| client | frames | FPS | end of a chunk's audio -> its first frame, ms | end of audio -> last frame, "
+             "ms | errors |", "|---|---:|---:|---|---:|---:|"]
+    for r in results:
+        chunks = ", ".join(f"{ms:.0f}" for ms in r.latencies_ms) or "-"
+        end = f"{r.end_ms:.0f}" if r.end_ms is not None else "-"
+        lines.append(f"| {r.name} | {r.received} | {r.fps:.1f} | {chunks} | {end} | {len(r.errors)} |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- report
@@ -341,6 +391,13 @@ def run(cfg: LoadConfig, say=print) -> dict:
         if cfg.webcam_clients:
             phase("webcam", f"6. {cfg.webcam_clients} client(s) driving by webcam frames (JPEG, tracked on the "
                             f"server), {cfg.webcam_frames} frames at {cfg.send_fps:g} FPS", webcam=True, jpegs=jpegs)
+        speech = health.get("speech", {})
+        if cfg.speak_clients and speech.get("available"):
+            phases["speak"] = speak_phase(server.url, avatar, cfg, speech["sample_rate"])
+            say(speak_table(f"7. {cfg.speak_clients} clients speaking {cfg.speak_seconds:g} s each at once",
+                            phases["speak"]) + "\n")
+        elif cfg.speak_clients:
+            say(f"7. speaking: skipped ({speech.get('note') or 'the server has no speak socket'})\n")
         metrics = server.metrics()
         rss_end = server.rss_mb()
         tracebacks = server.tracebacks()
@@ -393,6 +450,10 @@ def run(cfg: LoadConfig, say=print) -> dict:
              slowest("unpaced") >= 0.9 * fps_good),
             ("the unpaced client warned, then closed (1008)",
              ", ".join(f"{k} x{v}" for k, v in sorted((fast.actions if fast else {}).items())) or "no report", told)]
+    if "speak" in phases:
+        wrong = sum(len(r.errors) for r in phases["speak"])
+        checks.append((f"{cfg.speak_clients} speaking clients: every frame, in order, with its time",
+                       f"{wrong} errors", wrong == 0))
     lines = ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, value, ok in checks]
     say("\n".join(lines) + "\n")

@@ -18,6 +18,17 @@ message says how many); frames beyond are not rendered for it (latest frame wins
 Text messages are JSON objects with a ``type``: ``config`` (motion controls and the output
 format), ``params`` (one frame of head parameters; the default type), and from the server
 ``ready`` and ``error``.
+
+A speak session (``WS /avatars/{id}/speak``) takes audio instead:
+
+- client -> server: binary messages of PCM16 (signed 16-bit little-endian, mono, 16 kHz), any
+  length, then the text message ``{"type": "end"}``; or, with the option ``audio=file``, one
+  binary message holding a whole sound file (wav, mp3, m4a, flac, ...: decoded by ffmpeg),
+  which is all the speech. ``config`` (controls, format) only before the audio.
+- server -> client: frames as they are made, header ``{"type": "frame", "seq": 1, "index": 0,
+  "t": 0.0, ...}`` (frame ``index`` shows the speech at ``t = index / fps`` seconds), every
+  frame in order, none dropped; then the text message ``{"type": "done", "frames", "seconds",
+  "fps"}`` and a normal close (1000).
 """
 from __future__ import annotations
 
@@ -48,6 +59,9 @@ MAX_JSON_DEPTH = 32  # a params message nests 3 deep; json.loads recurses once p
 CONTROL_FIELDS = {"transfer": str, "relative": bool, "expression_scale": float, "jaw_scale": float,
                   "eye_scale": float, "stabilize": float}
 OUTPUT_FIELDS = {"format": str, "quality": int}
+SPEAK_FIELDS = {"audio": str}  # how a speak session's audio comes: AUDIO_INPUTS
+AUDIO_INPUTS = ("pcm16", "file")  # PCM16 LE mono at the speech model's rate, in pieces; one sound file
+PCM16_SCALE = 32768.0  # full scale of a 16-bit sample (what ffmpeg divides by as well)
 
 
 class ProtocolError(ValueError):
@@ -186,10 +200,11 @@ def params_message(arrays, index: int, width: int, height: int, frame_id=None) -
 
 
 # --------------------------------------------------------------------------- options
-def parse_options(items: dict, strings: bool = False) -> dict:
+def parse_options(items: dict, strings: bool = False, speak: bool = False) -> dict:
     """Motion controls and output options of a config message or of the query string
-    (``strings``: values are text, as in a URL). Unknown names are refused."""
-    out, known = {}, CONTROL_FIELDS | OUTPUT_FIELDS
+    (``strings``: values are text, as in a URL); ``speak``: a speak session's, with ``audio``.
+    Unknown names are refused."""
+    out, known = {}, CONTROL_FIELDS | OUTPUT_FIELDS | (SPEAK_FIELDS if speak else {})
     for name, value in items.items():
         if name in ("type", "token"):
             continue
@@ -219,7 +234,33 @@ def parse_options(items: dict, strings: bool = False) -> dict:
         raise ProtocolError(f"format={out['format']!r}: choose one of {FORMATS}")
     if "quality" in out and not 1 <= out["quality"] <= 100:
         raise ProtocolError(f"quality={out['quality']}: use 1 to 100")
+    if "audio" in out and out["audio"] not in AUDIO_INPUTS:
+        raise ProtocolError(f"audio={out['audio']!r}: choose one of {AUDIO_INPUTS}")
     return out
+
+
+# --------------------------------------------------------------------------- speech
+def parse_speak_text(text: str) -> dict:
+    """A speak session's text message: ``config`` (before the audio) or ``end``."""
+    message = loads(text, "a text message")
+    if not isinstance(message, dict) or message.get("type") not in ("config", "end"):
+        raise ProtocolError("a speak session's text message is {\"type\": \"end\"} after the audio, or a "
+                            "{\"type\": \"config\", ...} before it")
+    return message
+
+
+def pcm16_samples(data: bytes) -> np.ndarray:
+    """PCM16 bytes (signed, little-endian, mono) -> float32 samples [N] in [-1, 1)."""
+    if len(data) % 2:
+        raise ProtocolError(f"PCM16 audio of {len(data):,} bytes, an odd count: send whole 16-bit samples "
+                            f"(signed, little-endian, mono)", 1003)
+    return np.frombuffer(data, "<i2").astype(np.float32) / np.float32(PCM16_SCALE)
+
+
+def pcm16_bytes(samples: np.ndarray) -> bytes:
+    """Float samples [N] in [-1, 1] -> PCM16 bytes, as a 16-bit WAV file holds them
+    (``gagavatar.io.write_wav``'s rounding)."""
+    return (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
 # --------------------------------------------------------------------------- images

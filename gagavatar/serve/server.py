@@ -5,13 +5,14 @@
                                      of a tracked folder -> {"id": ...}
     DELETE /avatars/{id}             forget an avatar
     WS     /avatars/{id}/drive       head parameters (JSON) or webcam frames (JPEG) in, frames out
+    WS     /avatars/{id}/speak       speech (PCM16, or a sound file) in, frames out as they are made
     GET    /                         the browser client (one self-contained page)
     GET    /health, /metrics         JSON
 
 The modules, one idea each: ``config`` (``ServeConfig``, no torch), ``guard`` (token, Host,
 Origin, CORS), ``service`` (the routes), ``avatars`` and ``uploads`` (POST /avatars),
 ``cache`` (avatar ids, memory and disk), ``drive`` and ``session`` (a drive session, its flow
-control), ``engine`` (the render threads), ``protocol`` (the wire format).
+control), ``speak`` (a speak session), ``engine`` (the render threads), ``protocol`` (the wire format).
 """
 from __future__ import annotations
 
@@ -37,13 +38,19 @@ SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer per WebSocket (Linux d
 WRITE_BUFFER_BYTES = 16 * 1024  # what asyncio queues above that before the sender waits
 
 
-def create_app(config: ServeConfig | None = None, animator: Animator | None = None) -> Guard:
+def create_app(config: ServeConfig | None = None, animator: Animator | None = None, speaker=None) -> Guard:
     """The ASGI app (Starlette, behind ``Guard``); ``animator``: a loaded model to serve (else loaded
-    from the config's checkpoint and head model)."""
+    from the config's checkpoint and head model); ``speaker``: the voice of the speak socket (else
+    ``load_speaker``)."""
     config = config or ServeConfig()
     config.check()
     animator = animator or Animator.load(config.checkpoint, config.head_model, config.device)
-    service = Service(config, animator)
+    if speaker is not None:
+        speaker.check_head(animator.head)
+        note = None
+    else:
+        speaker, note = load_speaker(config, animator)
+    service = Service(config, animator, speaker, note)
     app = Starlette(routes=[
         Route("/", service.page),
         Route("/favicon.ico", service.favicon),
@@ -52,11 +59,29 @@ def create_app(config: ServeConfig | None = None, animator: Animator | None = No
         Route("/avatars", service.create_avatar, methods=["POST"]),
         Route("/avatars/{avatar_id}", service.delete_avatar, methods=["DELETE"]),
         WebSocketRoute("/avatars/{avatar_id}/drive", service.drive),
+        WebSocketRoute("/avatars/{avatar_id}/speak", service.speak),
     ], lifespan=service.lifespan)
     app.state.service = service
     guard = Guard(app, config)
     guard.service = service
     return guard
+
+
+def load_speaker(config: ServeConfig, animator: Animator):
+    """(the speak socket's ``Speaker``, None), or (None, the line that says why there is none).
+    ``--speech-model``, else the bundled voice of the head model; a speech model that was asked
+    for and cannot be used (or speaks another head) stops the server with its one line."""
+    from gagavatar.errors import InputError
+    from gagavatar.reenact import Speaker
+
+    try:
+        speaker = Speaker.load(config.speech_model, device=str(animator.device), head=animator.head)
+        speaker.check_head(animator.head)
+        return speaker, None
+    except (FileNotFoundError, InputError) as e:
+        if config.speech_model is not None:
+            raise
+        return None, f"this server speaks with no speech model: {e}"
 
 
 class _ArrivalStamps(asyncio.Queue):
@@ -134,6 +159,8 @@ def serve(config: ServeConfig, animator: Animator | None = None, say=print) -> N
     say(f"serving on http://{host}:{config.port}/ with {render_threads(config, app.service.animator.device)} "
         f"render thread(s) (the browser client; API: docs/serve.md)"
         + ("; clients must send the token" if config.token else ""))
+    if app.service.speaker is None:  # the speak socket answers 501 with this line
+        say(f"WS /avatars/{{id}}/speak is off: {app.service.speech_note}")
     server.run()
 
 
@@ -142,10 +169,10 @@ class RunningServer:
     ``port=0`` picks a free port. torch's threads are the caller's (``load_animator`` sets them
     as ``serve`` does)."""
 
-    def __init__(self, config: ServeConfig, animator: Animator | None = None, timeout: float = 60.0):
+    def __init__(self, config: ServeConfig, animator: Animator | None = None, timeout: float = 60.0, speaker=None):
         import uvicorn
 
-        self.app = create_app(config, animator)
+        self.app = create_app(config, animator, speaker)
         self.service: Service = self.app.service
         self.server = uvicorn.Server(uvicorn_config(self.app, config))
         self.thread = threading.Thread(target=self.server.run, name="gagavatar-serve", daemon=True)

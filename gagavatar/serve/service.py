@@ -1,6 +1,6 @@
 """``Service``: the model and its render threads, the avatars, the sessions and the counts;
-the HTTP routes (the page, /health, /metrics, POST and DELETE /avatars) and the drive
-WebSocket (``drive``).
+the HTTP routes (the page, /health, /metrics, POST and DELETE /avatars) and the WebSockets
+(``drive``; ``speak``, with the speech model when the server has one).
 
 One model serves every session: ``RenderEngine``'s threads run it, the event loop never
 does (it only turns a params message into its few small tensors). Tracking webcam frames
@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from gagavatar.reenact import BUNDLED_MODEL_NOTE, Animator
-from gagavatar.serve import drive
+from gagavatar.serve import drive, speak
 from gagavatar.serve.avatars import AvatarMaker, read_upload
 from gagavatar.serve.cache import AvatarCache, DiskCache, model_identity
 from gagavatar.serve.config import MAX_RENDER_THREADS, ServeConfig
@@ -56,8 +56,11 @@ def render_threads(config: ServeConfig, device) -> int:
 class Service:
     """The model, its render threads, the avatars, the sessions and the counts."""
 
-    def __init__(self, config: ServeConfig, animator: Animator):
+    def __init__(self, config: ServeConfig, animator: Animator, speaker=None, speech_note: str | None = None):
         self.config, self.animator = config, animator
+        self.speaker = speaker  # a Speaker for the speak socket, or None: ``speech_note`` says why
+        self.speech_note = speech_note
+        self.speech_pool: ThreadPoolExecutor | None = None  # the speech model's one thread: chunks in turn
         self.engine = RenderEngine(animator, config.max_batch, render_threads(config, animator.device))
         self.cache = AvatarCache(config.max_avatars, int(config.max_avatar_mb * 2**20))
         self.model_key = model_identity(animator)
@@ -79,6 +82,7 @@ class Service:
     async def lifespan(self, app):
         self.workdir = Path(tempfile.mkdtemp(prefix="gagavatar-serve-"))
         self.pool = ThreadPoolExecutor(self.config.track_workers, thread_name_prefix="gagavatar-track")
+        self.speech_pool = ThreadPoolExecutor(1, thread_name_prefix="gagavatar-speech")
         self.avatars.lock = asyncio.Lock()
         self.engine.start()
         try:
@@ -86,6 +90,7 @@ class Service:
         finally:
             self.engine.stop()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.speech_pool.shutdown(wait=False, cancel_futures=True)
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def ended(self, why: str) -> None:
@@ -104,7 +109,16 @@ class Service:
                              "device": str(self.animator.device), "render_size": self.animator.size,
                              "render_threads": self.engine.workers, "bundled_model": self.animator.uses_bundled_model,
                              "note": BUNDLED_MODEL_NOTE if self.animator.uses_bundled_model else None,
+                             "speech": self.speech_info(),
                              "uptime_s": round(time.time() - self.started, 1), "limits": self.config.limits()})
+
+    def speech_info(self) -> dict:
+        """What the speak socket speaks with, or why it is off."""
+        if self.speaker is None:
+            return {"available": False, "note": self.speech_note}
+        config = self.speaker.model.config
+        return {"available": True, "head": config.head, "sample_rate": self.speaker.sample_rate,
+                "fps": self.speaker.fps, "chunk_s": config.chunk_samples / self.speaker.sample_rate}
 
     async def metrics(self, request: Request) -> Response:
         lat = np.asarray(self.latencies, np.float64)
@@ -118,8 +132,8 @@ class Service:
             "sessions": {"active": len(self.sessions), "ended": dict(self.endings),
                          "list": [s.info() for s in self.sessions.values()]},
             "queues": {"render": self.engine.depth,
-                       "pending_input": sum(s.inbox.pending for s in self.sessions.values()),
-                       "pending_output": sum(s.outbox.pending for s in self.sessions.values())},
+                       "pending_input": sum(s.info()["pending_input"] for s in self.sessions.values()),
+                       "pending_output": sum(s.info()["pending_output"] for s in self.sessions.values())},
             "frames": dict(self.totals),
             "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "n": int(lat.size),
                            "window": self.latencies.maxlen},
@@ -159,6 +173,9 @@ class Service:
     # ------------------------------------------------------------------ WebSocket
     async def drive(self, websocket: WebSocket) -> None:
         await drive.drive(self, websocket)
+
+    async def speak(self, websocket: WebSocket) -> None:
+        await speak.speak(self, websocket)
 
 
 def rss_mb() -> float | None:

@@ -48,6 +48,10 @@ class SessionEnd(Exception):
         self.code = code
 
 
+class Finished(Exception):
+    """A session has said all it had to say (a speak session's last frame): closed with 1000."""
+
+
 # --------------------------------------------------------------------------- slots and rates
 class LatestSlot:
     """One item: ``put`` replaces an item not yet taken (and says so, to count the drop)."""
@@ -266,6 +270,12 @@ class Session:
 
                 self.tracker = FrameTracker(head)
             return self.tracker(image)
+
+    def release(self, service) -> None:
+        """The session has ended: its tracker (webcam sessions) is closed on a tracking thread,
+        where it may be in use."""
+        if self.kind == "webcam":
+            asyncio.get_running_loop().run_in_executor(service.pool, self.close_tracker)
 
     def close_tracker(self) -> None:
         with self._tracker_lock:
