@@ -1,11 +1,15 @@
-"""The web app (``gagavatar app``): drop a photo and a driving video, get the animated avatar.
+"""The web app (``gagavatar app``): drop a photo and a driving video, get the animated avatar;
+or make the photo talk.
 
-    gagavatar app [--host 127.0.0.1] [--port 7860] [--checkpoint CKPT] [--head-model FILE]
+    gagavatar app [--host 127.0.0.1] [--port 7860] [--checkpoint CKPT] [--head-model FILE] [--speech-model F]
 
 The page tracks the photo and the driver, shows the tracked crop with its fitted
 mesh, the reenacted video beside the driver, an orbit around the avatar, and
-offers the mp4s and a PLY of the Gaussians to download. ``Studio.run`` is the
-same pipeline without the page (tests and scripts call it).
+offers the mp4s and a PLY of the Gaussians to download. Its Speak input takes a
+recording (uploaded or recorded in the page) or typed text, and gives the mp4 of
+the avatar saying it, with the speech as its sound track (``gagavatar speak``).
+``Studio.run`` and ``Studio.speak`` are the same pipelines without the page (tests
+and scripts call them).
 
 Offline by construction: this module turns Gradio's analytics, version check and
 Hugging Face telemetry off before Gradio is imported, the page's fonts are
@@ -42,8 +46,8 @@ from gagavatar import io as gio  # noqa: E402
 from gagavatar.errors import NoFaceError  # noqa: E402
 from gagavatar.system import default_device, require  # noqa: E402
 from gagavatar.reenact import (  # noqa: E402
-    BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, bundled, load_tracked, parse_color,
-    source_frame,
+    BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, Speaker, bundled, load_tracked,
+    parse_color, source_frame,
 )
 from gagavatar.reenact.inputs import is_bundled_model  # noqa: E402
 
@@ -144,13 +148,14 @@ class Studio:
     """The model (loaded once, on first use) and the whole pipeline of one run."""
 
     def __init__(self, checkpoint=None, head_model=None, device: str | None = None, orbit_frames: int = 48,
-                 root: str | Path | None = None, limits: Limits | None = None):
-        self.checkpoint, self.head_model = checkpoint, head_model
+                 root: str | Path | None = None, limits: Limits | None = None, speech_model=None):
+        self.checkpoint, self.head_model, self.speech_model = checkpoint, head_model, speech_model
         self.limits = limits or Limits()
         self.device = default_device(device)
         self.orbit_frames = orbit_frames
         self.root = Path(root) if root else Path(tempfile.gettempdir()) / "gagavatar-app"
         self._animator: Animator | None = None
+        self._speaker: Speaker | None = None
 
     @property
     def uses_bundled_model(self) -> bool:
@@ -160,6 +165,16 @@ class Studio:
         if self._animator is None:
             self._animator = Animator.load(self.checkpoint, self.head_model, device=self.device)
         return self._animator
+
+    def speaker(self) -> Speaker:
+        """The voice (loaded once): ``--speech-model``, else the bundled voice of the head model;
+        one line when there is none or it speaks another head (never random motion)."""
+        if self._speaker is None:
+            head = self.animator().head
+            speaker = Speaker.load(self.speech_model, device=self.device, head=head)
+            speaker.check_head(head)
+            self._speaker = speaker
+        return self._speaker
 
     def personalise(self, video: Path, minutes: float) -> dict:
         """Fine-tune the current model on ``video`` (``gagavatar personalize``); from then on the
@@ -225,6 +240,43 @@ class Studio:
                           summary.n_repeated, time.perf_counter() - t0, notes)
 
 
+    def speak(self, source, audio=None, text: str | None = None, controls: MotionControls | None = None,
+              background=(0.0, 0.0, 0.0), progress=None) -> SpeakOutputs:
+        """The avatar of ``source`` saying ``audio`` (a sound file) or ``text`` (spoken by
+        espeak-ng): the mp4 ``gagavatar speak`` writes, the speech as its sound track."""
+        t0 = time.perf_counter()
+        say = progress or (lambda fraction, text: None)
+        run_dir = self._new_run_dir()
+        say(0.02, "loading the models")
+        animator, speaker = self.animator(), self.speaker()
+        animator.background = tuple(float(c) for c in background)
+        say(0.05, "reading the speech")
+        samples = gio.read_speech(audio, text, speaker.sample_rate)
+
+        def rendered(done: int, n: int) -> None:
+            say(0.1 + 0.85 * done / n, f"rendering frame {done}/{n}")
+
+        try:
+            summary = commands.speak(source, run_dir / "speak.mp4", animator, speaker, samples, controls=controls,
+                                     workdir=run_dir / "work", progress=rendered)
+        finally:  # the tracked copy of the upload goes when the run ends, whatever happened
+            shutil.rmtree(run_dir / "work", ignore_errors=True)
+        say(1.0, "done")
+        return SpeakOutputs(summary.out, summary.n_frames, len(samples) / speaker.sample_rate,
+                            time.perf_counter() - t0)
+
+
+@dataclass
+class SpeakOutputs:
+    video: Path          # mp4: the avatar saying it, the speech as its sound track
+    n_frames: int
+    speech_seconds: float
+    seconds: float
+
+    def message(self) -> str:
+        return f"Spoken: {self.speech_seconds:.1f} s of speech, {self.n_frames} frames in {self.seconds:.1f} s."
+
+
 def example_inputs(folder: Path) -> tuple[Path, Path] | None:
     """The bundled example as files a person could upload: the source photo (PNG) and the
     driving clip (mp4), written once into ``folder``; None when the clips are not installed."""
@@ -252,9 +304,18 @@ One photo in, an animatable 3D Gaussian head out. Drop a **photo** and a **drivi
 (or a few images), choose what to transfer, press **Animate**. Everything runs on this machine."""
 
 
-def build_app(studio: Studio, startup_error: str | None = None):
-    """The Gradio page around ``studio`` (a ``gr.Blocks``; ``serve`` launches it)."""
+USER_ERRORS = (ValueError, OSError, KeyError, RuntimeError)  # what a person can fix: a message in the page
+
+
+def build_app(studio: Studio, startup_error: str | None = None, speech_note: str | None = None):
+    """The Gradio page around ``studio`` (a ``gr.Blocks``; ``serve`` launches it). ``speech_note``:
+    why the Speak input cannot speak (no speech model), shown beside it."""
     gr = require("gradio", "app", "the web app")
+
+    def page_error(error: Exception, hide, title: str):
+        """A user error as the page's one-line message (and one line in the server's log)."""
+        log.warning("%s: %s", title.lower(), error)
+        return gr.Error(_clear_message(error, hide), duration=None, title=title, print_exception=False)
 
     def uploads(files) -> list[Path]:
         return [Path(getattr(f, "name", f)) for f in (files if isinstance(files, (list, tuple)) else [files]) if f]
@@ -274,33 +335,34 @@ def build_app(studio: Studio, startup_error: str | None = None):
             return None, f"**{_clear_message(e, [path.parent])}**"
         return str(path), ""
 
+    def source_input(files, tmp: Path) -> Path:
+        """The uploaded source: a photo, or a .zip of a tracked folder (unpacked into ``tmp``)."""
+        source = source_path(files)
+        if source is None:
+            raise AppError("no source: upload a photo of a face")
+        if source.suffix.lower() == ".zip":
+            return gio.extract_zip(source, tmp / "source_zip", studio.limits.unpacked_bytes)
+        if not gio.is_image(source):
+            raise gio.InputError(f"{source.name}: the source must be a photo ({', '.join(gio.IMAGE_EXTENSIONS)}) "
+                                 f"or a .zip of a tracked folder")
+        return source
+
     def animate(source_files, driver_files, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize,
                 background, progress=gr.Progress()):
         hide = [p.parent for p in uploads(source_files) + uploads(driver_files)]
         try:
-            source = source_path(source_files)
-            if source is None:
-                raise AppError("no source: upload a photo of a face")
             controls = MotionControls(transfer=transfer, relative=bool(relative),
                                       expression_scale=float(expression_scale), jaw_scale=float(jaw_scale),
                                       eye_scale=float(eye_scale), stabilize=float(stabilize))
             color = parse_color(background)
             with tempfile.TemporaryDirectory(prefix="gagavatar-upload-") as tmp:
                 hide.append(Path(tmp))
-                if source.suffix.lower() == ".zip":
-                    source = gio.extract_zip(source, Path(tmp) / "source_zip", studio.limits.unpacked_bytes)
-                elif not gio.is_image(source):
-                    raise gio.InputError(f"{source.name}: the source must be a photo "
-                                         f"({', '.join(gio.IMAGE_EXTENSIONS)}) or a .zip of a tracked folder")
+                source = source_input(source_files, Path(tmp))
                 driver = driver_input(driver_files, Path(tmp), studio.limits)
                 out = studio.run(source, driver, controls, color,
                                  progress=lambda fraction, text: progress(fraction, desc=text))
-        except Exception as e:  # every failure a person can fix becomes a message in the page
-            if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError)):
-                raise
-            log.warning("run failed: %s", e)
-            raise gr.Error(_clear_message(e, hide + [studio.root]), duration=None, title="Could not animate",
-                           print_exception=False) from None  # the one line above is the server log
+        except USER_ERRORS as e:  # every failure a person can fix becomes a message in the page
+            raise page_error(e, hide + [studio.root], "Could not animate") from None
         return (str(out.overlay), str(out.side_by_side), str(out.orbit),
                 [str(out.reenacted), str(out.orbit), str(out.ply)], out.message())
 
@@ -311,16 +373,30 @@ def build_app(studio: Studio, startup_error: str | None = None):
             if video is None:
                 raise AppError("no video: upload a short video of the person (a selfie clip, an interview)")
             report = studio.personalise(video, float(minutes))
-        except Exception as e:  # noqa: BLE001 - the same user errors as animate
-            if not isinstance(e, (ValueError, OSError, KeyError, RuntimeError)):
-                raise
-            log.warning("personalise failed: %s", e)
-            raise gr.Error(_clear_message(e, [video.parent] if video else []), duration=None,
-                           title="Could not personalise", print_exception=False) from None
+        except USER_ERRORS as e:  # the same user errors as animate
+            raise page_error(e, [video.parent] if video else [], "Could not personalise") from None
         message = (f"Personalised in {report['total_seconds'] / 60:.1f} min ({report['steps']} steps): held-out "
                    f"PSNR {report['heldout_psnr_before']:.2f} -> {report['heldout_psnr_after']:.2f} dB. "
                    f"Animate now uses this model.")
         return message, report["contact_sheet"], [report["checkpoint"]]
+
+    def talk(source_files, audio, text, expression_scale, jaw_scale, stabilize, background,
+             progress=gr.Progress()):
+        """The source saying the recording (uploaded or recorded) or, without one, the typed text."""
+        hide = [p.parent for p in uploads(source_files)] + ([Path(audio).parent] if audio else [])
+        try:
+            if not audio and not (text or "").strip():
+                raise AppError("no speech: upload or record a voice, or type what the photo should say")
+            controls = MotionControls(expression_scale=float(expression_scale), jaw_scale=float(jaw_scale),
+                                      stabilize=float(stabilize))
+            color = parse_color(background)
+            with tempfile.TemporaryDirectory(prefix="gagavatar-upload-") as tmp:
+                hide.append(Path(tmp))
+                out = studio.speak(source_input(source_files, Path(tmp)), audio or None, None if audio else text,
+                                   controls, color, progress=lambda fraction, text: progress(fraction, desc=text))
+        except USER_ERRORS as e:
+            raise page_error(e, hide + [studio.root], "Could not speak") from None
+        return str(out.video), out.message()
 
     with gr.Blocks(title="GAGAvatar", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
@@ -350,6 +426,14 @@ def build_app(studio: Studio, startup_error: str | None = None):
                     background = gr.ColorPicker("#000000", label="Background (render and matte)")
                 run = gr.Button("Animate", variant="primary", elem_id="run")
                 examples_slot = gr.Column()
+                with gr.Accordion("Speak: the photo says a recording, or what you type", open=True):
+                    if speech_note:
+                        gr.Markdown(f"**Speak is off.** {speech_note}", elem_id="speech-note")
+                    speech_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                            label="Speech: upload or record", elem_id="speech-audio")
+                    speech_text = gr.Textbox(label="or type what to say (spoken offline by espeak-ng)", lines=2,
+                                             placeholder="Hello! I am a Gaussian avatar.", elem_id="speech-text")
+                    speak_run = gr.Button("Speak", elem_id="speak")
                 with gr.Accordion("Personalise (optional): train on a video of the person", open=False):
                     personal_video = gr.File(label="A short video of the person in the photo", elem_id="personal-video")
                     minutes = gr.Slider(0.1, 15, value=5, step=0.1, label="Minutes of training")
@@ -369,6 +453,8 @@ def build_app(studio: Studio, startup_error: str | None = None):
                                            elem_id="orbit")
                 downloads = gr.File(label="Downloads (mp4, PLY)", file_count="multiple", interactive=False,
                                     elem_id="downloads")
+                spoken = gr.Video(label="Speaking (with its sound)", interactive=False, height=260,
+                                  elem_id="speech-result")
         source.change(preview, source, [source_preview, status], queue=False, show_progress="hidden",
                       api_visibility="private")
         inputs = [source, driver, transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize, background]
@@ -378,6 +464,9 @@ def build_app(studio: Studio, startup_error: str | None = None):
         run.click(animate, inputs, outputs, api_name="animate", concurrency_limit=1, concurrency_id="animate",
                   trigger_mode="once")
 
+        speak_run.click(talk, [source, speech_audio, speech_text, expression_scale, jaw_scale, stabilize, background],
+                        [spoken, status], api_name="speak", concurrency_limit=1, concurrency_id="animate",
+                        trigger_mode="once")
         personal_run.click(personalise, [personal_video, minutes], [personal_status, personal_sheet, personal_model],
                            api_name="personalise", concurrency_limit=1, concurrency_id="animate", trigger_mode="once")
 
@@ -391,18 +480,24 @@ def build_app(studio: Studio, startup_error: str | None = None):
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, checkpoint=None, head_model=None, device=None,
-          orbit_frames: int = 48, block: bool = True, limits: Limits | None = None):
-    """Load the model and serve the page on http://host:port/ (blocks until stopped unless ``block=False``)."""
+          orbit_frames: int = 48, block: bool = True, limits: Limits | None = None, speech_model=None):
+    """Load the models and serve the page on http://host:port/ (blocks until stopped unless ``block=False``)."""
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    studio = Studio(checkpoint, head_model, device, orbit_frames, limits=limits)
-    startup_error = None
+    studio = Studio(checkpoint, head_model, device, orbit_frames, limits=limits, speech_model=speech_model)
+    startup_error = speech_note = None
     try:
         studio.animator()
-    except (ValueError, OSError, KeyError, RuntimeError) as e:  # shown in the page, and on every run
+    except USER_ERRORS as e:  # shown in the page, and on every run
         startup_error = _clear_message(e)
         log.error("%s", startup_error)
-    demo = build_app(studio, startup_error)
+    if startup_error is None:
+        try:
+            studio.speaker()
+        except USER_ERRORS as e:  # shown beside the Speak input, and when it is pressed
+            speech_note = _clear_message(e)
+            log.warning("speak is off: %s", speech_note)
+    demo = build_app(studio, startup_error, speech_note)
     demo.queue(default_concurrency_limit=1)
     # quiet: Gradio's own start-up lines suggest share=True, which this command never does
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=True,

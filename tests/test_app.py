@@ -6,7 +6,9 @@ browser download); the test skips, saying why, where it is not installed.
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,12 +26,15 @@ from PIL import Image
 from gagavatar import io as gio
 from gagavatar.reenact import DEMO_DATA, bundled
 
+from test_serve_speak import with_voice
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:the ViT backbone has RANDOM weights")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = ROOT / "docs" / "images" / "app.png"
+VOICE_SECONDS = 1.3
 
 
 # --------------------------------------------------------------------------- data
@@ -62,8 +67,11 @@ def media(clips, tmp_path_factory):
     gio.write_video(folder / "clip.mp4", [driver.frame(i) for i in range(n)], fps=driver.info.fps)
     Image.new("RGB", (128, 128), (128, 128, 128)).save(folder / "blank.png")
     (folder / "broken.png").write_bytes(b"this is not a PNG" * 8)
+    from test_speak import speech
+
+    gio.write_wav(folder / "voice.wav", speech(VOICE_SECONDS))
     return {"photo": folder / "photo.png", "clip": folder / "clip.mp4", "blank": folder / "blank.png",
-            "broken": folder / "broken.png", "n_frames": n}
+            "broken": folder / "broken.png", "voice": folder / "voice.wav", "n_frames": n}
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +96,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    """`gagavatar app` on a free loopback port, as a user starts it."""
+    """`gagavatar app` on a free loopback port, as a user starts it (with the tests' small voice)."""
     tmp = tmp_path_factory.mktemp("app")
     port = _free_port()
     env = dict(os.environ, GRADIO_TEMP_DIR=str(tmp / "gradio"), TMPDIR=str(tmp))
     log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gagavatar", "app", "--port", str(port), "--checkpoint",
-                             str(checkpoint), "--orbit-frames", "8"], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*with_voice(), "app", "--port", str(port), "--checkpoint", str(checkpoint),
+                             "--orbit-frames", "8", "--speech-model", "test-voice"],
+                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while True:
@@ -220,6 +228,17 @@ def test_app_in_headless_chromium(server, media):
             page.locator("#orbit video").wait_for(timeout=30_000)
             page.get_by_text("Done:").wait_for(timeout=10_000)
             src = video.get_attribute("src")
+
+            # Speak: type what to say (without espeak-ng: upload a recording), press Speak, get the video
+            if shutil.which("espeak-ng"):
+                page.locator("#speech-text textarea").fill("Hello there, I am speaking.")
+            else:
+                page.locator("#speech-audio input[type=file]").set_input_files(str(media["voice"]))
+            spoken = page.locator("#speech-result video")
+            page.locator("#speak").click()
+            page.get_by_text("Spoken:").wait_for(timeout=240_000)
+            spoken.wait_for(timeout=30_000)
+            speech_src = spoken.get_attribute("src")
             time.sleep(1.0)  # let the players show their first frame
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -246,6 +265,16 @@ def test_app_in_headless_chromium(server, media):
     with urllib.request.urlopen(url, timeout=30) as r:
         out.write_bytes(r.read())
     assert _count_frames(out) == media["n_frames"]
+
+    from test_speak import streams
+
+    talk = Path(server["log"]).parent / "spoken.mp4"
+    url = speech_src if speech_src.startswith("http") else server["url"].rstrip("/") + "/" + speech_src.lstrip("/")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        talk.write_bytes(r.read())
+    video_s, audio_s = streams(talk)  # the speech is its sound track, as long as the video
+    assert video_s > 0.5 and abs(video_s - audio_s) <= 1 / 25 + 1e-3, (video_s, audio_s)
+    assert _count_frames(talk) == round(video_s * 25)
 
 
 def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_path):
@@ -283,6 +312,18 @@ def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_p
         client.predict(handle_file(str(media["photo"])), [handle_file(str(media["blank"]))], *controls,
                        api_name="/animate")
 
+    # Speak with an uploaded recording: the video says it, as long as it is
+    speech_controls = [1.0, 1.2, 0.0, "#000000"]
+    video, message = client.predict(handle_file(str(media["photo"])), handle_file(str(media["voice"])), "",
+                                    *speech_controls, api_name="/speak")
+    video = video["video"] if isinstance(video, dict) else video
+    assert _count_frames(video) == math.ceil(VOICE_SECONDS * 25) and "Spoken: 1.3 s" in message
+    with pytest.raises(AppError, match="no speech"):
+        client.predict(handle_file(str(media["photo"])), None, "  ", *speech_controls, api_name="/speak")
+    with pytest.raises(AppError, match="Unreadable file"):
+        client.predict(handle_file(str(media["photo"])), handle_file(str(media["broken"])), "", *speech_controls,
+                       api_name="/speak")
+
 
 def test_cli_and_app_write_identical_videos(media, checkpoint, tmp_path):
     """The same inputs and settings through `gagavatar reenact` and through the app: the same
@@ -303,6 +344,51 @@ def test_cli_and_app_write_identical_videos(media, checkpoint, tmp_path):
     cli, web = (np.stack(list(gio.iter_video(p))) for p in (tmp_path / "cli.mp4", out.side_by_side))
     assert cli.shape == (media["n_frames"], 128, 256, 3)
     np.testing.assert_array_equal(cli, web)
+
+
+def test_cli_and_app_speak_identical_videos(media, checkpoint, monkeypatch, tmp_path):
+    """`gagavatar speak` and the app's Speak input: the same frames, bit for bit (commands.speak)."""
+    from typer.testing import CliRunner
+
+    from gagavatar.app import Studio
+    from gagavatar.cli import app
+    from gagavatar.reenact import MotionControls, Speaker
+    from test_serve_speak import small_voice
+
+    voice = small_voice()
+    monkeypatch.setattr(Speaker, "load", classmethod(lambda cls, *args, **kwargs: voice))
+    result = CliRunner().invoke(app, ["speak", "--source", str(media["photo"]), "--audio", str(media["voice"]),
+                                      "--out", str(tmp_path / "cli.mp4"), "--checkpoint", str(checkpoint),
+                                      "--speech-model", "test-voice", "--jaw-scale", "1.5"])
+    assert result.exit_code == 0, result.output
+    out = Studio(checkpoint, root=tmp_path / "runs", speech_model="test-voice").speak(
+        media["photo"], media["voice"], controls=MotionControls(jaw_scale=1.5))
+    cli, web = (np.stack(list(gio.iter_video(p))) for p in (tmp_path / "cli.mp4", out.video))
+    assert cli.shape[0] == out.n_frames == math.ceil(VOICE_SECONDS * 25)
+    np.testing.assert_array_equal(cli, web)
+
+
+def test_without_a_voice_the_app_says_so(checkpoint, media, monkeypatch, tmp_path):
+    """No speech model and no bundled voice: one visible line beside the Speak input, and on Speak."""
+    from gagavatar.app import Studio
+    from gagavatar.reenact import Speaker
+
+    def nothing(cls, *args, **kwargs):
+        raise FileNotFoundError("speaking needs a speech model: give --speech-model ARTalk_wav2vec.pt")
+
+    monkeypatch.setattr(Speaker, "load", classmethod(nothing))
+    studio = Studio(checkpoint, root=tmp_path / "runs")
+    with pytest.raises(FileNotFoundError, match="--speech-model"):
+        studio.speak(media["photo"], media["voice"])
+    # the page, in a process of its own (building it patches tqdm for Gradio's progress bars)
+    page = subprocess.run([sys.executable, "-c", (
+        "import json; from gagavatar.app import Studio, build_app; "
+        "page = build_app(Studio(), speech_note='speaking needs a speech model: give --speech-model F'); "
+        "print(json.dumps([c['props']['value'] for c in page.config['components'] "
+        "if c.get('props', {}).get('elem_id') == 'speech-note']))")], capture_output=True, text=True, timeout=300)
+    assert page.returncode == 0, page.stderr[-2000:]
+    assert json.loads(page.stdout.strip().splitlines()[-1]) == [
+        "**Speak is off.** speaking needs a speech model: give --speech-model F"]
 
 
 def test_a_2gb_upload_is_refused_and_the_app_stays_up(server, tmp_path):
