@@ -13,7 +13,7 @@ Four tasks a session:
   dropped: over ``--max-fps`` messages a second the session is read no faster (TCP slows the
   sender), and not at all while ``BUFFERED_CHUNKS`` chunks of audio wait for the model.
 - ``think``: audio -> the speech model -> pieces of frames (FrameParams and vertices).
-- ``render``: each frame -> a render thread (one in flight, as a drive session) -> the outbox.
+- ``render``: each frame -> the render threads (one frame in flight per thread) -> the outbox.
 - ``send``: the outbox -> the socket; a client that takes no frame for ``--send-timeout`` is
   closed (1008).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import secrets
 import tempfile
 import time
@@ -115,7 +116,8 @@ class SpeakSession:
     def info(self) -> dict:
         seconds = time.perf_counter() - self.started
         return {"id": self.id, "avatar": self.entry.id, "input": "speech", "seconds": round(seconds, 1),
-                "pending_input": round(self.buffered / self.rate, 2), "pending_output": self.outbox.qsize(),
+                "pending_input": self.audio.qsize(), "pending_output": self.outbox.qsize(),
+                "buffered_audio_s": round(self.buffered / self.rate, 2),
                 "audio_s": round(self.samples / self.rate, 2), "ended": self.ended, "frames_made": self.made,
                 "sent_seq": self.sent, "fps": round(self.counts["served"] / max(seconds, 1e-9), 2), **self.counts}
 
@@ -233,24 +235,37 @@ async def think(service, websocket: WebSocket, s: SpeakSession) -> None:
 
 
 async def render(service, websocket: WebSocket, s: SpeakSession) -> None:
-    """Each frame of each piece -> a render thread, in order -> the outbox."""
-    fps = service.speaker.fps
-    while True:
-        item = await s.pieces.get()
-        if item is END:
-            await s.outbox.put(END)
-            return
-        (frames, vertices), arrived, speech_ms = item
-        for i in range(len(frames)):
-            rendered = await service.engine.render(s.entry.avatar, None, frames[i], s.format, s.quality,
-                                                   vertices[i:i + 1])
-            header = {"type": "frame", "index": s.made, "t": round(s.made / fps, 6), "format": s.format,
-                      "width": rendered.width, "height": rendered.height, "batch": rendered.batch,
-                      "timings": {"speech_ms": round(speech_ms, 2), "queue_ms": round(rendered.queue_ms, 2),
-                                  "render_ms": round(rendered.render_ms, 2),
-                                  "encode_ms": round(rendered.encode_ms, 2)}}
-            s.made += 1
-            await s.outbox.put(Output(header, rendered.data, arrived))
+    """Each frame of each piece -> the render threads, one frame in flight per thread (a piece's
+    frames are all known: rendering them side by side keeps up with speech where one thread
+    would not) -> the outbox, in order."""
+    fps, engine = service.speaker.fps, service.engine
+
+    def output(rendered, arrived: float, speech_ms: float) -> Output:
+        header = {"type": "frame", "index": s.made, "t": round(s.made / fps, 6), "format": s.format,
+                  "width": rendered.width, "height": rendered.height, "batch": rendered.batch,
+                  "timings": {"speech_ms": round(speech_ms, 2), "queue_ms": round(rendered.queue_ms, 2),
+                              "render_ms": round(rendered.render_ms, 2), "encode_ms": round(rendered.encode_ms, 2)}}
+        s.made += 1
+        return Output(header, rendered.data, arrived)
+
+    flight: deque = deque()  # this piece's frames at the render threads, oldest first
+    try:
+        while True:
+            item = await s.pieces.get()
+            if item is END:
+                await s.outbox.put(END)
+                return
+            (frames, vertices), arrived, speech_ms = item
+            for i in range(len(frames)):
+                flight.append(asyncio.ensure_future(engine.render(s.entry.avatar, None, frames[i], s.format,
+                                                                  s.quality, vertices[i:i + 1])))
+                if len(flight) == engine.workers:
+                    await s.outbox.put(output(await flight.popleft(), arrived, speech_ms))
+            while flight:
+                await s.outbox.put(output(await flight.popleft(), arrived, speech_ms))
+    finally:  # the session ended: frames not yet rendered are not rendered
+        for job in flight:
+            job.cancel()
 
 
 async def send(service, websocket: WebSocket, s: SpeakSession) -> None:
