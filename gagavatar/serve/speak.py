@@ -93,7 +93,7 @@ class SpeakSession:
 
     def add_audio(self, samples, arrived: float) -> None:
         """Samples [n] for the model, a chunk at most at a time (frames come back chunk by chunk
-        however the audio came), within ``--max-speech-s``; the stream is made at the first."""
+        however the audio came), within ``--max-speech-seconds``; or END. The stream is made at the first."""
         if self.stream is None:
             from gagavatar.reenact.speaker_stream import SpeakerStream
 
@@ -101,17 +101,16 @@ class SpeakSession:
             self.stream = SpeakerStream(service.speaker, self.entry.source, service.animator.head, self.controls)
         if samples is END:
             self.ended = True
-        else:
-            limit = self.service.config.max_speech_s
-            if (self.samples + len(samples)) / self.rate > limit:
-                raise ProtocolError(f"more than {limit:g} s of audio in one session (--max-speech-seconds): send "
-                                    f"shorter speech, or one session each", 1009)
-            self.samples += len(samples)
-            self.buffered += len(samples)
-            for start in range(0, len(samples), self.chunk_samples):
-                self.audio.put_nowait((samples[start:start + self.chunk_samples], arrived))
+            self.audio.put_nowait((END, arrived))
             return
-        self.audio.put_nowait((END, arrived))
+        limit = self.service.config.max_speech_s
+        if (self.samples + len(samples)) / self.rate > limit:
+            raise ProtocolError(f"more than {limit:g} s of audio in one session (--max-speech-seconds): send "
+                                f"shorter speech, or one session each", 1009)
+        self.samples += len(samples)
+        self.buffered += len(samples)
+        for start in range(0, len(samples), self.chunk_samples):
+            self.audio.put_nowait((samples[start:start + self.chunk_samples], arrived))
 
     def info(self) -> dict:
         seconds = time.perf_counter() - self.started
