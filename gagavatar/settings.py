@@ -14,8 +14,13 @@ written once, in the dataclass (as LivePortrait derives its CLI from its config)
 
 Typer reads the wrapper's signature: one ``--option`` per field (``--max-fps``; a
 ``tuple[str, ...]`` field is a repeatable option; ``flag`` renames one), each with its
-default, help, bounds and environment variable. Modules that declare such configs import
-no torch, so ``gagavatar --help`` stays fast.
+default, help, bounds, check and environment variable. Modules that declare such configs
+import no torch, so ``gagavatar --help`` stays fast.
+
+Options are validated where they are parsed, one way for every command: a range with
+typer's ``min`` / ``max``, anything else (a device the machine has, a size its memory
+holds) with ``checked(fn)``, the one callback helper (``setting(..., check=fn)`` uses it).
+A refused option is one line and exit status 2 (``cli``).
 """
 from __future__ import annotations
 
@@ -27,14 +32,44 @@ import typing
 
 
 def setting(default, help: str, *, flag: str | None = None, envvar: str | None = None,
-            min: float | None = None, max: float | None = None, cli: bool = True):  # noqa: A002 - typer's names
+            min: float | None = None, max: float | None = None, check=None, cli: bool = True):  # noqa: A002
     """A dataclass field with its command-line help. ``flag``: the option's name when not
     ``--field-name``; ``envvar``: read from this environment variable; ``min`` / ``max``: bounds
-    checked where the option is parsed; ``cli=False``: not an option."""
-    meta = {"help": help, "flag": flag, "envvar": envvar, "min": min, "max": max, "cli": cli}
+    and ``check(value) -> value`` (``checked``) applied where the option is parsed; ``cli=False``:
+    not an option."""
+    meta = {"help": help, "flag": flag, "envvar": envvar, "min": min, "max": max, "check": check, "cli": cli}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) default for a setting")
     return dataclasses.field(default=default, metadata={"setting": meta})
+
+
+def checked(check):
+    """The typer callback of an option checked by ``check(value) -> value`` (which raises
+    ValueError with one line naming the option and the fix): the refusal is a usage error where
+    the option is parsed, before the command runs. An option left unset (None) is not checked."""
+    import typer
+
+    def callback(value):
+        if value is None:
+            return value
+        try:
+            return check(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return callback
+
+
+def whole_numbers(text: str, low: int = 1) -> str:
+    """``text`` when it is comma-separated whole numbers of at least ``low`` ("1,8": batch sizes,
+    worker counts); else one line saying so. A ``checked`` check."""
+    try:
+        numbers = [int(x) for x in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < low:
+        raise ValueError(f"{text!r}: give comma-separated whole numbers of at least {low}, e.g. {low},8")
+    return text
 
 
 def _option_type(annotation):
@@ -70,7 +105,8 @@ def command_options(config_cls, **overrides):
             names = [meta["flag"]] if meta["flag"] else []
             option = typer.Option(list(default) if isinstance(default, tuple) else default, *names,
                                   help=meta["help"], envvar=meta["envvar"], show_envvar=bool(meta["envvar"]),
-                                  min=meta["min"], max=meta["max"])
+                                  min=meta["min"], max=meta["max"],
+                                  callback=checked(meta["check"]) if meta["check"] else None)
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                             annotation=kind))
 

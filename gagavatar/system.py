@@ -1,10 +1,13 @@
-"""What this install and machine are: optional parts (extras), the device to run on, and a
-one-line description for reports."""
+"""What this install and machine are: optional parts (extras), the device to run on (checked:
+one the machine has), the memory free for a size a user asks for, and a one-line description
+for reports."""
 from __future__ import annotations
 
 import importlib
 import os
 import platform
+
+from gagavatar.errors import InputError, LimitError
 
 
 class MissingExtra(ImportError):
@@ -39,11 +42,58 @@ def set_torch_threads(threads: int = 0) -> int:
     return n
 
 
-def default_device(device: str | None = None) -> str:
-    """``device`` as given, else "cuda" when a CUDA GPU is there, else "cpu"."""
+def check_device(device: str | None) -> str | None:
+    """``device`` when this machine has it (None: the default); else ``InputError`` in one line
+    saying what it has (``--device cuda`` without a GPU, ``--device tpu``, ``cuda:3`` of 1 GPU)."""
+    if device is None:
+        return None
     import torch
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        kind = None
+    if kind is None or kind.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: not a device gagavatar runs on; use cpu or cuda (cuda:0, cuda:1, ...)")
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                         f"use --device cpu (or leave --device out)")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` as given (``check_device``), else "cuda" when a CUDA GPU is there, else "cpu"."""
+    import torch
+
+    return check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give a process (Linux's MemAvailable; else all of it)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Refuse, before any work, a size that needs more memory than the machine has (``LimitError``,
+    one line: ``what`` is the option and its value, e.g. "--size 1000000"): it would be killed for
+    memory after minutes, or take the machine down with it."""
+    free = available_memory()
+    if needed > free:
+        raise LimitError(f"{what} needs about {_gb(needed)} of memory, and this machine has {_gb(free)} free: "
+                         f"use a smaller value")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:,.1f} GB" if n < 2**40 else f"{n / 2**40:,.0f} TB"
 
 
 def machine_description() -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from gagavatar.bench.tables import Table, console, devices, show, timeit
+from gagavatar.settings import checked, whole_numbers
 
 
 def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small or paper"),
-            batches: str = typer.Option("1,8", help="comma-separated batch sizes"),
+            batches: str = typer.Option("1,8", help="comma-separated batch sizes", callback=checked(whole_numbers)),
             device: str = typer.Option("all", help="cpu, cuda, or all (cpu + cuda when present)"),
-            repeat: int = typer.Option(5, help="timed repetitions (median reported)"),
+            repeat: int = typer.Option(5, help="timed repetitions (median reported)", min=1),
             fast: bool = typer.Option(True, help="also time the refiner in bf16 autocast (+ torch.compile on CUDA)"),
             weights: str = typer.Option(None, help="GAGAvatar.pt or a gagavatar .safetensors to time instead of "
                                                    "random weights (--preset is then ignored)")):
@@ -100,9 +101,9 @@ def reenact(preset: str = typer.Option("tiny", help="model preset: tiny, small o
                        "driving FPS", "max |diff| vs fp32"], rows))
 
 
-def head(batches: str = typer.Option("1,64", help="comma-separated batch sizes"),
+def head(batches: str = typer.Option("1,64", help="comma-separated batch sizes", callback=checked(whole_numbers)),
          device: str = typer.Option("all", help="cpu, cuda, or all (cpu + cuda when present)"),
-         repeat: int = typer.Option(20, help="timed repetitions (median reported)")):
+         repeat: int = typer.Option(20, help="timed repetitions (median reported)", min=1)):
     """Head-model forward (blend shapes + pose correctives + skinning) time.
 
     Two models: the bundled synthetic head (the columns its file has) and a

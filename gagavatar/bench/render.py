@@ -57,9 +57,9 @@ def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every
            scales: str = typer.Option("paper,tiny", help="comma-separated: paper (180,255 Gaussians, 512px), "
                                                          "tiny (20,000 Gaussians, 128px)"),
            sigma_px: str = typer.Option("1,3", help="range of the splats' screen-space sigma in pixels"),
-           channels: int = typer.Option(32, help="feature channels"),
-           repeat: int = typer.Option(3, help="timed repetitions (median reported)"),
-           threads: int = typer.Option(0, help="torch CPU threads (0: leave torch's default)")):
+           channels: int = typer.Option(32, help="feature channels", min=3, max=256),
+           repeat: int = typer.Option(3, help="timed repetitions (median reported)", min=1),
+           threads: int = typer.Option(0, help="torch CPU threads (0: leave torch's default)", min=0)):
     """Rasterizer time per frame and peak memory, forward and forward+backward.
 
     A head-like synthetic scene (see head_like_splats). Targets on 2 CPU cores:

@@ -8,16 +8,18 @@ from pathlib import Path
 import typer
 
 from gagavatar.bench.tables import Table, show
+from gagavatar.settings import checked, whole_numbers
 
 # real face clips (a developer's checkout: ../shared/realdata beside the repository)
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 
 
 def data(data: str = typer.Option(None, help="a dataset folder (default: 64 synthetic frames at --size, JPEG)"),
-         size: int = typer.Option(512, help="training image size"),
-         workers: str = typer.Option("0,2", help="comma-separated DataLoader worker counts"),
-         batch_size: int = typer.Option(8, help="samples per step (the paper's 8)"),
-         batches: int = typer.Option(12, help="timed batches per setting")):
+         size: int = typer.Option(512, help="training image size", min=16, max=4096),
+         workers: str = typer.Option("0,2", help="comma-separated DataLoader worker counts",
+                                     callback=checked(lambda text: whole_numbers(text, low=0))),
+         batch_size: int = typer.Option(8, help="samples per step (the paper's 8)", min=1),
+         batches: int = typer.Option(12, help="timed batches per setting", min=1)):
     """Training samples/s read from the dataset format (two images decoded, composited and resized,
     the frames' parameters, per sample), against what a training step consumes."""
     import tempfile

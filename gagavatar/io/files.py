@@ -1,17 +1,23 @@
 """Writing files so that nothing is lost: ``atomic_path`` (a temporary file beside the target,
 renamed over it when complete: a crash, Ctrl-C or a full disk leaves the previous file as it
-was), ``check_writable`` before long work, and ``OutputError``, one line naming the folder or
-device and the fix, for what cannot be written."""
+was), ``atomic_folder`` (the same for a folder output, swapped in whole), ``check_output``
+before any work (never over an input, a device, a FIFO or a folder; the right extension; a
+writable folder), and ``OutputError``, one line naming the folder or device and the fix, for
+what cannot be written."""
 from __future__ import annotations
 
+import ctypes
 import errno
+import hashlib
 import os
 import re
+import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from gagavatar.errors import OutputError
+from gagavatar.errors import InputError, OutputError
 
 _UMASK = os.umask(0)  # read once, at import: setting it later would race other threads' file creation
 os.umask(_UMASK)
@@ -74,6 +80,8 @@ def output_error(path: str | Path, err: OSError) -> OSError:
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and not folder.is_dir():
         return OutputError(f"cannot write {path}: {_existing_file_in(folder)} is a file, not a folder; "
                            f"choose another output path", err.errno)
+    if err.strerror:  # e.g. a name too long: said of the output, not of the temporary file beside it
+        return OutputError(f"cannot write {path}: {err.strerror.lower()}; choose another output path", err.errno)
     return err
 
 
@@ -118,17 +126,22 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
-    """Delete the temporary files ``atomic_path`` left in ``folder`` when its process was
-    killed (``.NAME.tmpPID*`` whose process is gone from this machine; only those of the
-    file ``name`` when given). Returns them."""
+    """Delete the temporary files and folders ``atomic_path`` / ``atomic_folder`` left in
+    ``folder`` when their process was killed (``.NAME.tmpPID*`` whose process is gone from
+    this machine; only those of ``name`` when given). Returns them."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.glob(".*.tmp*"):
         m = _TEMP.match(p.name)
-        if m and p.is_file() and name in (None, m["name"]) and not _alive(int(m["pid"])):
-            _remove(p)
+        if m and name in (None, m["name"]) and not _alive(int(m["pid"])):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file():
+                _remove(p)
+            else:
+                continue
             removed.append(p)
     return removed
 
@@ -146,8 +159,7 @@ def check_writable(path: str | Path) -> Path:
     deletes a small file there (as ``atomic_path`` will), and removes stale temporary files
     of ``path``. Raises ``OutputError`` (one line: the folder and the fix). Returns ``path``."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder; give a file name in it", errno.EISDIR)
+    refuse_special(path)
     probe = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +191,157 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_UMASK)  # some writers (safetensors) create 0600 files
+            refuse_special(path)  # the rename would replace a device or a FIFO by a plain file
             os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def refuse_special(path: str | Path) -> None:
+    """An output is written only to a regular file: ``OutputError`` (one line, saying why) for
+    a folder, a device (/dev/null), a FIFO or a socket at ``path`` (links followed)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # not there (yet): a new file
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{path} is a folder; give a file name in it", errno.EISDIR)
+    for test, kind in _KINDS:
+        if test(mode):
+            raise OutputError(f"{path} is {kind}, not a regular file: the output would replace it; "
+                              f"give the path of a file to write", errno.EINVAL)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file or folder: by real path, or by inode (a hard link)."""
+    try:
+        return os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return Path(os.path.realpath(inner)).is_relative_to(os.path.realpath(outer))
+
+
+def check_output(path: str | Path, inputs=(), suffixes: tuple[str, ...] = ()) -> Path:
+    """Before any work: may this command write its output file ``path``? Refused in one line
+    (``OutputError``): ``path`` is one of ``inputs`` (the same file by real path or inode; a
+    link or a hard link included), a folder, a device or a FIFO, has a suffix not in
+    ``suffixes`` (e.g. ``(".mp4",)``), or its folder cannot be written (``check_writable``).
+    ``inputs``: every file the command reads (None entries are skipped). Returns ``path``."""
+    path = Path(path)
+    for given in inputs:
+        if given is not None and _same(path, Path(given)):
+            raise OutputError(f"{path} is also an input of this command ({given}): writing it would destroy "
+                              f"the input; choose another output file", errno.EEXIST)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: the output is written as {' or '.join(suffixes)}; give a file name ending in "
+                          f"{suffixes[0]}", errno.EINVAL)
+    return check_writable(path)
+
+
+def check_output_folder(folder: str | Path, inputs=()) -> Path:
+    """``check_output`` for a folder output (a dataset, a run, a report): refused when it is an
+    input, holds an input (a folder output is replaced whole) or lies inside one, or is a file,
+    device or FIFO; its parent must be writable. Returns ``folder``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is not a folder; give a folder for the output", errno.ENOTDIR)
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        if _same(folder, Path(given)) or _inside(Path(given), folder):
+            raise OutputError(f"the output folder {folder} holds an input of this command ({given}): writing "
+                              f"it would destroy the input; choose another output folder", errno.EEXIST)
+        if _inside(folder, Path(given)):
+            raise OutputError(f"the output folder {folder} lies inside an input of this command ({given}); choose "
+                              f"an output folder outside it", errno.EEXIST)
+    check_writable(folder.with_name(f".{folder.name}.probe"))  # its parent: the folder itself is made later
+    return folder
+
+
+_RENAME_EXCHANGE = 2  # renameat2's flag: swap two names in one step (Linux)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically; False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), _RENAME_EXCHANGE) == 0  # -100: AT_FDCWD
+    except (AttributeError, OSError):
+        return False
+
+
+def staging_folder(path: str | Path) -> Path:
+    """A new, empty temporary folder beside ``path`` (``.NAME.tmpPID``, hidden: no command reads
+    it) to build the folder ``path`` in; ``swap_in`` then puts it in place. One left behind by a
+    killed process is removed by the next call for ``path`` (``remove_stale_temps``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, path.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    return tmp
+
+
+def swap_in(staged: str | Path, path: str | Path) -> Path:
+    """The complete folder ``staged`` takes ``path``'s place whole (one atomic swap on Linux);
+    the folder it replaces is deleted. Returns ``path``."""
+    staged, path = Path(staged), Path(path)
+    with output_errors(path):
+        if not path.exists():
+            os.rename(staged, path)
+            return path
+        if not _exchange(staged, path):  # elsewhere: two renames, the old one put back if the second fails
+            aside = staged.with_name(staged.name + ".old")
+            os.rename(path, aside)
+            try:
+                os.rename(staged, path)
+            except OSError:
+                os.rename(aside, path)
+                raise
+            staged = aside
+    shutil.rmtree(staged, ignore_errors=True)  # now the replaced folder
+    return path
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """``atomic_path`` for a folder: yields an empty temporary folder beside ``path`` to build
+    the output in (``staging_folder``); on success it takes ``path``'s place whole (``swap_in``),
+    so a half-written folder never has a name a command reads. On error or Ctrl-C the
+    temporary folder is deleted and ``path`` stays as it was."""
+    tmp = staging_folder(path)
+    try:
+        yield tmp
+        swap_in(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (their relative names and bytes, in
+    order): what an input was, for telling a new input from one seen before."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        if p != path:
+            digest.update(p.relative_to(path).as_posix().encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def free_bytes(folder: Path) -> int:

@@ -16,10 +16,11 @@ import numpy as np
 from gagavatar.errors import InputError, OutputError
 from gagavatar.io.audio import write_wav
 from gagavatar.io.ffmpeg import ffmpeg_error, ffmpeg_exe
-from gagavatar.io.files import atomic_path, free_bytes, no_space_error, remove_stale_temps
+from gagavatar.io.files import atomic_path, check_output, free_bytes, no_space_error, remove_stale_temps
 from gagavatar.io.images import list_images, read_image, to_rgb_uint8
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv")  # containers that hold H.264 (+ AAC): what write_video makes
 
 
 def is_video(path: str | Path) -> bool:
@@ -36,7 +37,12 @@ class VideoFileInfo:
     n_frames: int
 
 
-def _header_info(meta: dict) -> VideoFileInfo:
+def _header_info(meta: dict, fps: float | None = None) -> VideoFileInfo:
+    """What the header says, for frames decoded at ``fps`` when given (else the clip's rate)."""
+    duration = float(meta.get("duration") or 0.0)
+    if fps is not None:
+        width, height = meta.get("size", (0, 0))
+        return VideoFileInfo(float(fps), int(width), int(height), int(round(duration * fps)))
     fps = float(meta.get("fps") or 25.0)
     width, height = meta.get("size", (0, 0))
     n = meta.get("nframes")
@@ -45,26 +51,56 @@ def _header_info(meta: dict) -> VideoFileInfo:
     return VideoFileInfo(fps, int(width), int(height), int(n))
 
 
-def video_info(path: str | Path) -> VideoFileInfo:
-    """Frame rate, size and (approximate) frame count of a video file."""
-    reader = _open_video(path)
+def video_info(path: str | Path, fps: float | None = None) -> VideoFileInfo:
+    """Frame rate, size and (approximate) frame count of a video file, as ``iter_video`` decodes
+    it (``fps``: at that rate instead of the clip's own)."""
+    reader = _open_video(path, fps)
     try:
-        return _header_info(reader.get_meta_data())
+        return _header_info(reader.get_meta_data(), fps)
     finally:
         reader.close()
 
 
-def _open_video(path: str | Path):
+def _video_rates(path: Path) -> tuple[float | None, float | None] | None:
+    """(average frame rate, base rate "tbr") of the file's first video stream as ffmpeg reads its
+    header ((None, None): not read); None when it has sound but no video stream (a sound file)."""
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                            text=True, errors="replace")
+    streams = [line for line in result.stderr.splitlines() if "Stream #" in line]
+    for line in streams:
+        if "Video:" in line:
+            rates = [re.search(rf"([\d.]+)(k?) {name}\b", line) for name in ("fps", "tbr")]
+            return tuple(float(m[1]) * (1000 if m[2] else 1) if m else None for m in rates)
+    return None if any("Audio:" in line for line in streams) else (None, None)
+
+
+def _open_video(path: str | Path, fps: float | None = None):
+    """imageio's ffmpeg reader of ``path``, decoding by the frames' timestamps at ``fps`` (default:
+    the clip's average rate). A variable-frame-rate clip (most phone videos) would otherwise come
+    out at its base rate, with repeated frames, while its header gives the average: a 1.6 s clip
+    would drive a 9 s result."""
     import imageio.v2 as iio
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: video file not found")
+    rates = _video_rates(path)
+    if rates is None:
+        raise InputError(f"{path} has no video stream (a sound file?): give a video, an image or a folder of images")
+    average, base = rates
+    if fps is None and average and base and abs(average - base) > 0.005:
+        fps = average  # variable frame rate: resampled on the timestamps to its real duration
     try:
-        return iio.get_reader(path, "ffmpeg")
+        return iio.get_reader(path, "ffmpeg", **({"fps": fps} if fps else {}))
     except (OSError, RuntimeError, ValueError, IndexError) as e:
-        raise InputError(f"{path}: cannot open this video ({type(e).__name__}: {e}); re-encode it, "
+        raise InputError(f"{path}: cannot open this video ({type(e).__name__}: {_reader_error(e)}); re-encode it, "
                          f"e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4") from e
+
+
+def _reader_error(error: Exception) -> str:
+    """imageio's error without the ffmpeg banner it appends: ffmpeg's last line says what went wrong."""
+    text, _, stderr = str(error).partition("=== stderr ===")
+    return " ".join(f"{text.strip()} {ffmpeg_error(stderr) if stderr else ''}".split())
 
 
 class VideoFrames:
@@ -75,10 +111,10 @@ class VideoFrames:
     last one ``damaged`` / ``warning()`` say so ("only N of M frames could be decoded").
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, fps: float | None = None):
         self.path = Path(path)
-        self._reader = _open_video(self.path)
-        self.n_expected = _header_info(self._reader.get_meta_data()).n_frames  # from the header's duration
+        self._reader = _open_video(self.path, fps)
+        self.n_expected = _header_info(self._reader.get_meta_data(), fps).n_frames  # from the header's duration
         self.n_decoded = 0
         self.finished = False
         self._frames = self._decode()
@@ -120,10 +156,11 @@ class VideoFrames:
         return f"only {self.n_decoded} of {self.n_expected} frames could be decoded; the rest of {self.path} is damaged"
 
 
-def iter_video(path: str | Path) -> VideoFrames:
+def iter_video(path: str | Path, fps: float | None = None) -> VideoFrames:
     """The frames of a video file as RGB uint8 [H, W, 3] (an iterator; see ``VideoFrames``
-    for a file whose end is damaged)."""
-    return VideoFrames(path)
+    for a file whose end is damaged), by their timestamps at ``fps`` (default: the clip's
+    average rate, so a variable-rate clip keeps its duration: ``video_info`` says the same)."""
+    return VideoFrames(path, fps)
 
 
 def iter_frames(source: str | Path) -> Iterator[np.ndarray]:
@@ -234,6 +271,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name in it, e.g. {path / 'out.mp4'}", errno.EISDIR)
+    check_output(path, suffixes=VIDEO_OUTPUT_EXTENSIONS)  # before the first frame is made, not after the last
     if not (fps > 0 and np.isfinite(fps)):
         raise ValueError(f"{path}: the frame rate must be a positive number, got {fps}")
     remove_stale_temps(path.parent, path.name)  # what an earlier writer, killed, left

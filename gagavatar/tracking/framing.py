@@ -58,6 +58,22 @@ class HeadMeasure:
     hair_to_chin: float | None = None
 
 
+# Memory a crop side costs per pixel while a frame is framed and matted (the crop, its matte,
+# float copies while resizing and compositing)
+CROP_BYTES_PER_PIXEL = 48
+
+
+def check_crop_size(size: int) -> int:
+    """``size`` (``--size``, the side of the stored crops) when it is even, at least 64, and its
+    crops fit in this machine's memory; else one line saying so."""
+    from gagavatar.system import check_memory
+
+    if size < 64 or size % 2:
+        raise ValueError(f"--size {size}: use an even size of at least 64 (the released model uses 512)")
+    check_memory(size * size * CROP_BYTES_PER_PIXEL, f"--size {size}")
+    return size
+
+
 def measure_face(landmarks: FaceLandmarks) -> HeadMeasure:
     """Centroid and rotation-independent size of the face mesh (pixels)."""
     p = landmarks.points[MESH].astype(np.float64)
