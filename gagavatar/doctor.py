@@ -214,6 +214,14 @@ def checkpoint_check(path: str | Path) -> Check:
     if found is not None:
         return found
     what, usable = describe_checkpoint(path)
+    if usable:  # the weights themselves: NaN or Inf (a diverged run) renders black frames
+        from gagavatar.errors import NonFiniteError
+        from gagavatar.io import read_tensor_file
+
+        try:
+            read_tensor_file(path)
+        except NonFiniteError as e:
+            return Check("checkpoint", ERROR, f"{path}: {what}, but {_reason(e, path)}")
     if kind == "differs":
         return Check("checkpoint", WARNING if usable else ERROR,
                      f"{path}: a different file: the size of {known.filename} but another SHA-256 "
@@ -330,6 +338,7 @@ def embedding_check(arrays: dict, embedding: dict, source: str) -> Check:
 def head_model_checks(path: str | Path | None, landmark_embedding: str | Path | None = None) -> list[Check]:
     """What the --head-model file is (FLAME version, layout) and whether its embedding
     (the one given, else its own) fits it."""
+    from gagavatar.errors import NonFiniteError
     from gagavatar.head import flame_io
 
     errors = (flame_io.HeadFileError, flame_io.RefusedGlobalError, OSError, ValueError, KeyError)
@@ -358,6 +367,8 @@ def head_model_checks(path: str | Path | None, landmark_embedding: str | Path | 
                       f"{known.filename}): download it again")
     try:
         arrays = flame_io.read_head_file(path)
+    except NonFiniteError as e:
+        return failed(_reason(e, path))
     except errors as e:
         with open(path, "rb") as f:
             looks = _sniff(f.read(4096))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gagavatar.io import atomic_path
+from gagavatar.io import atomic_path, check_finite
 
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic basis constant
 _BASE = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
@@ -73,8 +73,10 @@ def read_ply(path: str | Path) -> dict[str, np.ndarray]:
 def avatar_to_ply(path: str | Path, avatar, vertices) -> Path:
     """Write a batch-1 avatar (``GAGAvatar.reconstruct``'s output) with its expression
     Gaussians at ``vertices`` [1,V,3] (e.g. the source frame's own)."""
-    means = avatar.means(vertices)[0].detach().cpu().double().numpy()
-    features = avatar.features[0].detach().cpu().double().numpy()
-    return write_ply(path, means, features[:, :3], avatar.opacities[0, :, 0].detach().cpu().double().numpy(),
-                     avatar.splat_scales[0].detach().cpu().double().numpy(),
-                     avatar.splat_rotations[0].detach().cpu().double().numpy(), features)
+    gaussians = {"means": avatar.means(vertices)[0], "features": avatar.features[0],
+                 "opacities": avatar.opacities[0, :, 0], "scales": avatar.splat_scales[0],
+                 "rotations": avatar.splat_rotations[0]}
+    g = {k: v.detach().cpu().double().numpy() for k, v in gaussians.items()}
+    check_finite(g, "the avatar's Gaussians")  # a PLY of NaN opens as nothing in a viewer
+    return write_ply(path, g["means"], g["features"][:, :3], g["opacities"], g["scales"], g["rotations"],
+                     g["features"])

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar.errors import InputError
+from gagavatar.io.tensors import check_finite
 
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
 FLAME_SHAPE_COLUMNS = 300  # FLAME's 400 blend-shape columns: 300 shape, then 100 expression
@@ -309,6 +310,7 @@ def read_head_file(path: str | Path) -> dict:
         raise HeadFileError(f"{path} is not a FLAME model: missing keys {missing} (found {sorted(map(str, data))[:12]})")
     out = {k: np.asarray(data[k]) for k in REQUIRED_KEYS}
     _check_layout(out, path)
+    check_finite(out, path)  # NaN in a template or a basis renders nothing, silently
     n_total = out["shapedirs"].shape[2]
     if "n_shape_basis" in data:
         out["n_shape_basis"] = int(np.asarray(data["n_shape_basis"]))

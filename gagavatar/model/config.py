@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from gagavatar.model.refiner import RefinerConfig
@@ -101,6 +102,16 @@ class ModelConfig:
     use_refiner: bool = True
 
     def validate(self) -> "ModelConfig":
+        for f in dataclasses.fields(self):  # sizes and counts: a negative or zero one fails deep in torch
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            low = 0 if f.name == "n_harmonics" else 1  # no frequencies is a valid direction code
+            if not (math.isfinite(value) and (value >= low if isinstance(value, int) else value > 0)):
+                raise ValueError(f"ModelConfig.{f.name}={value}: must be " +
+                                 (f"a whole number of at least {low}" if isinstance(value, int) else "positive"))
+        if not all(isinstance(d, int) and d >= 1 for d in self.decoder_dims):
+            raise ValueError(f"ModelConfig.decoder_dims={self.decoder_dims}: four positive whole numbers")
         for name, choices in QUIRK_CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: choose one of {choices}")
@@ -199,6 +210,8 @@ def preset_config(name: str | ModelConfig, **overrides) -> ModelConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown model config fields {unknown}; known: {sorted(known)}")
+    for key, value in overrides.items():
+        _check_type(key, value, getattr(config, key))
     if isinstance(overrides.get("refiner"), dict):
         overrides["refiner"] = dataclasses.replace(config.refiner, **overrides["refiner"])
     config = dataclasses.replace(config, **overrides)
@@ -208,3 +221,22 @@ def preset_config(name: str | ModelConfig, **overrides) -> ModelConfig:
             config.refiner = dataclasses.replace(r, in_dim=config.channels, out_size=config.render_size,
                                                  in_size=config.render_size)
     return config.validate()
+
+
+def _check_type(name: str, value, current) -> None:
+    """An override of the field ``name`` is of its kind (``--model plane_size=abc`` is refused here,
+    not as a traceback inside the network)."""
+    if isinstance(current, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(current, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(current, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(current, str):
+        ok, kind = isinstance(value, str), "text"
+    elif isinstance(current, tuple):
+        ok, kind = isinstance(value, (list, tuple)), "a list, e.g. [32, 64, 128, 128]"
+    else:
+        ok, kind = isinstance(value, (dict, type(current))), "a JSON object of its fields"
+    if not ok:
+        raise ValueError(f"model setting {name}={value!r}: {name} takes {kind} (the preset has {current!r})")

@@ -21,7 +21,7 @@ import torch
 from gagavatar.assets import bundled
 from gagavatar.data.format import VideoRecord
 from gagavatar.data.frame import FrameParams
-from gagavatar.errors import NoFaceError
+from gagavatar.errors import NoFaceError, NonFiniteError
 from gagavatar.geometry import orbit
 from gagavatar.io import tensor_to_image
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
@@ -105,6 +105,9 @@ class Animator:
         vertices = frames.vertices(self.head) if vertices is None else vertices.to(self.device)
         out = self.model.render(avatar, vertices, frames.camera)
         rgb = (out.coarse if coarse else out.fine).float()
+        if not torch.isfinite(rgb).all():  # would be written as black frames
+            raise NonFiniteError("the rendered frames hold NaN or Inf values: the tracked parameters or the model "
+                                 "hold non-finite numbers; check the checkpoint and head model with gagavatar doctor")
         if self.background != (0.0, 0.0, 0.0):  # the network renders on black
             rgb = rgb + (1 - out.alpha.float()) * torch.tensor(self.background, device=rgb.device).view(1, 3, 1, 1)
         return rgb.clamp(0, 1)

@@ -6,9 +6,11 @@ run killed at any moment leaves either the old or the new file, never half of
 one. ``resume_checkpoint`` finds the newest one that reads back (a damaged one
 is skipped, said in one line, and kept as ``step_XXXXXX.pt.corrupt``).
 
-A run folder belongs to one run: ``run_files`` lists what a trainer wrote there,
-``clear_run`` deletes exactly that (``train --overwrite``), ``truncate_metrics``
-drops the metric rows after the step a run resumes from.
+A run folder belongs to one run: ``RUN_MARKER`` says a trainer made it (``mark_run``,
+``is_run``), ``run_files`` lists what a trainer wrote there, ``clear_run`` deletes exactly
+that (``train --overwrite``, only in a marked folder), ``truncate_metrics`` drops the metric
+rows after the step a run resumes from. A checkpoint whose weights hold NaN or Inf does not
+read back (a diverged run): resume goes on from the one before.
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gagavatar.io import TensorFileError, atomic_path, load_torch_file, remove_stale_temps
+from gagavatar.errors import NonFiniteError
+from gagavatar.io import TensorFileError, atomic_path, check_finite, load_torch_file, remove_stale_temps
 
 _PATTERN = re.compile(r"step_(\d+)\.pt$")
 STATE_KEYS = ("step", "model", "optimizer", "scheduler", "rng")
 CORRUPT_SUFFIX = ".corrupt"
 
+# The file that says "a gagavatar training run made this folder": --overwrite deletes nothing elsewhere.
+RUN_MARKER = "gagavatar_run.json"
 # What a trainer writes in its run folder (globs; docs in gagavatar/train/trainer.py).
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "loss.png", "step_*.pt",
              f"step_*.pt{CORRUPT_SUFFIX}", "samples/step_*.png", "tb/events.out.tfevents.*")
@@ -117,6 +122,10 @@ def read_training_state(path: str | Path) -> dict:
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise TensorFileError(Path(path), f"is not a training checkpoint (it lacks {', '.join(missing)})")
+    try:
+        check_finite(state["model"], path)
+    except NonFiniteError:
+        raise TensorFileError(Path(path), "holds NaN or Inf weights (the run had diverged)") from None
     return state
 
 
@@ -148,6 +157,17 @@ def set_aside(damaged: list[Path]) -> None:
     for path in damaged:
         if path.exists():
             path.replace(path.with_name(path.name + CORRUPT_SUFFIX))
+
+
+def mark_run(folder: str | Path) -> None:
+    """Write ``RUN_MARKER`` in a run folder: this project's training run lives here."""
+    with atomic_path(Path(folder) / RUN_MARKER) as tmp:
+        tmp.write_text(json.dumps({"format": "gagavatar-training-run", "version": 1}) + "\n")
+
+
+def is_run(folder: str | Path) -> bool:
+    """``folder`` was made by a gagavatar training run (it holds ``RUN_MARKER``)."""
+    return (Path(folder) / RUN_MARKER).is_file()
 
 
 def run_files(folder: str | Path) -> list[Path]:
