@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -65,11 +66,20 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def tracked_frames(video) -> Iterator:
+    """A tracked folder as a stream: each frame's stored parameters (None where no face was found),
+    as ``FrameTracker`` gives them for raw frames."""
+    valid = video.params["valid"]
+    for i in range(video.n_frames):
+        yield video.frames(i) if valid[i] else None
+
+
 def live(source, animator: Animator, camera: int | None = 0, driver=None, out=None, show: bool = True,
          controls: MotionControls | None = None, max_frames: int | None = None, workdir=None,
          report_every: float = 3.0, say=print) -> LiveStats:
     """Drive ``source``'s avatar through ``animator`` (its model, head and background) from
-    ``camera`` (an index) or ``driver`` (a video file). ``say(line)`` prints the running figures."""
+    ``camera`` (an index) or ``driver`` (a video file, or a tracked folder, whose stored
+    parameters drive it as they are). ``say(line)`` prints the running figures."""
     import tempfile
 
     window = _Window() if show and has_display() else None
@@ -77,14 +87,23 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
         out = DEFAULT_OUT
         say(f"no display: writing the result to {out} (--out FILE to choose another file)")
     if out is not None:
-        gio.check_writable(out)
-    fps_out = gio.video_info(driver).fps if driver is not None else None
+        gio.check_output(out, inputs=(source, driver), suffixes=gio.VIDEO_OUTPUT_EXTENSIONS)
+    if driver is not None and not Path(driver).exists():
+        raise gio.InputError(f"--driver {driver}: no such video file or folder")
+    fps_out = gio.video_info(driver).fps if driver is not None and Path(driver).is_file() else None
+    driving = None
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         avatar = animator.reconstruct(src)
+        if driver is not None and Path(driver).is_dir():  # a tracked folder (an image folder is tracked first)
+            video = load_tracked(driver, Path(workdir or tmp) / "driver", animator.head)
+            driving, fps_out = list(tracked_frames(video)), video.info.fps  # read before the work folder goes
     motion = Motion(src.frames(source_frame(src)), controls)
-    frames = gio.iter_video(driver) if driver is not None else camera_frames(camera)
     tracker = FrameTracker(animator.head)
+    if driving is not None:
+        frames, track = driving, lambda params: params  # tracked already
+    else:
+        frames, track = gio.iter_video(driver) if driver is not None else camera_frames(camera), tracker
     written, last_image = [], np.zeros((animator.size,) * 2 + (3,), np.uint8)
     stats, t_start, t_report = LiveStats(), time.perf_counter(), time.perf_counter()
     try:
@@ -92,11 +111,11 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
             if max_frames is not None and stats.frames >= max_frames:
                 break
             t0 = time.perf_counter()
-            tracked = tracker(frame)
-            if tracked is None:
+            params = track(frame)
+            if params is None:
                 stats.no_face += 1
             else:
-                last_image = next(animator.render(avatar, motion(tracked)))
+                last_image = next(animator.render(avatar, motion(params)))
             stats.latencies_ms.append((time.perf_counter() - t0) * 1000)
             stats.frames += 1
             if out is not None:

@@ -49,12 +49,13 @@ def test_an_interrupted_run_continues(tmp_path):
             f"personalize(PersonalizeConfig(video={str(CLIP)!r}, out={str(out)!r}, steps=40, batch_size=2, "
             f"checkpoint_every=4))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = tmp_path / "person.work" / "run"
     deadline = time.time() + 300
-    while not list(run.glob("step_000008.pt")) and time.time() < deadline and proc.poll() is None:
+    while not list(tmp_path.glob("person.work/run-*/step_000008.pt")) and time.time() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
     proc.kill()
     proc.wait()
+    run, = tmp_path.glob("person.work/run-*")  # the run of this video, base and settings
     assert list(run.glob("step_*.pt")) and not out.exists(), "the run was not interrupted mid-training"
     resumed_from = max(int(p.stem[5:]) for p in run.glob("step_*.pt"))
     lines = []

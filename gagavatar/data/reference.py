@@ -40,6 +40,7 @@ from gagavatar.data.reference_format import (
     save_reference_pickle,
 )
 from gagavatar.geometry import Camera
+from gagavatar.io import staging_folder, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +250,11 @@ def import_reference(folder: str | Path, out: str | Path, use: str = "auto", spl
         for video in videos:
             first = images(video.keys[0])
             H, W = first.shape[:2]
+            staged = staging_folder(out / folder_name(video.id))  # built aside, swapped in whole
             writer = VideoWriter(out, video.id, identity=video.id, split=splits.get(video.id, split), width=W,
                                  height=H, head_model=head_model, frame_format=frame_format,
-                                 source=f"GAGAvatar_track:{folder.name}", path=folder_name(video.id))
+                                 source=f"GAGAvatar_track:{folder.name}", path=staged.name)
+            writer.info.path = folder_name(video.id)  # recorded where it will be
             for key in video.keys:
                 image = first if key == video.keys[0] else images(key)
                 if image.shape[:2] != (H, W):
@@ -262,6 +265,7 @@ def import_reference(folder: str | Path, out: str | Path, use: str = "auto", spl
                 if progress:
                     progress(done, total)
             infos.append(writer.close(_video_params(video, W, H)))
+            swap_in(staged, out / writer.info.path)
     finally:
         images.close()
     update_index(out)

@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gagavatar.data.format import (FRAME_FORMATS, SPLITS, Dataset, VideoWriter, default_params,
+from gagavatar.data.format import (FRAME_FORMATS, INDEX_FILE, SPLITS, Dataset, VideoWriter, default_params,
                                    update_index)
 from gagavatar.head.model import BUNDLED_HEAD_ID, vertex_normals
-from gagavatar.io import write_image_grid
+from gagavatar.io import OutputError, atomic_folder, check_output_folder, write_image_grid
 from gagavatar.geometry import (REFERENCE_FOCAL, WORLD_SCALE, Camera, axis_rotation, intrinsics, look_at,
                                 viewmat_to_reference)
 from gagavatar.synthetic.appearance import HAIR_STYLES, Appearance, GaussianHead, build_gaussian_head, shade
 from gagavatar.synthetic.basis_names import EXPRESSIONS
-from gagavatar.system import set_torch_threads
+from gagavatar.system import check_memory, set_torch_threads
 from gagavatar.tracking.framing import CROP_SCALE  # the reference crops a square of 1.65 x the head box
 
 
@@ -74,6 +74,9 @@ class SynthConfig:
             raise ValueError(f"--gaussians must be at least 1, got {self.n_gaussians}")
         if self.frame_format not in FRAME_FORMATS:
             raise ValueError(f"--frame-format must be one of {', '.join(FRAME_FORMATS)}, got {self.frame_format!r}")
+        # what one rasterizer call of ``chunk`` frames holds: the Gaussians projected per frame, and the images
+        what = f"--gaussians {self.n_gaussians}" if self.n_gaussians is not None else f"--size {self.size}"
+        check_memory(self.chunk * (self.gaussians() * 256 + self.size ** 2 * 64), what)
 
     def gaussians(self) -> int:
         if self.n_gaussians is not None:
@@ -418,15 +421,26 @@ def generate(out: str | Path, config: SynthConfig, head=None, progress: bool = T
     """Write a synthetic dataset to ``out`` (index, videos, contact sheets); returns it.
 
     Identities are rendered by ``config.workers`` processes; the result does not
-    depend on the number of workers.
+    depend on the number of workers. The dataset is built beside ``out`` and replaces it whole
+    (never frames of two runs mixed); an ``out`` that holds anything but a dataset is refused.
     """
+    out = Path(out)
+    check_output_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / INDEX_FILE).is_file():
+        raise OutputError(f"{out} holds files that are not a dataset (no {INDEX_FILE}); synth replaces its --out "
+                          f"whole: choose a new or empty folder")
+    with atomic_folder(out) as tmp:
+        _generate(tmp, config, head, progress)
+    return Dataset(out)
+
+
+def _generate(out: Path, config: SynthConfig, head=None, progress: bool = True) -> None:
+    """``generate``'s work, into the folder ``out``."""
     from tqdm import tqdm
 
     if head is None:
         from gagavatar.head import HeadModel
         head = HeadModel.default()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     splits = assign_splits(config.identities, config.splits, config.seed)
     total = config.identities * config.videos_per_identity * config.frames
     bar = tqdm(total=total, unit="frame", disable=not progress, desc="synth")
@@ -449,8 +463,7 @@ def generate(out: str | Path, config: SynthConfig, head=None, progress: bool = T
             contact_sheet(dataset, split, out / f"contact_{split}.png")
     if progress:
         dt = time.perf_counter() - t0
-        print(f"{total} frames in {dt:.1f} s ({total / dt:.1f} frames/s) -> {out}")
-    return dataset
+        print(f"{total} frames in {dt:.1f} s ({total / dt:.1f} frames/s)")
 
 
 def contact_sheet(dataset: Dataset, split: str, path: str | Path, rows: int = 8, cols: int = 8) -> Path:

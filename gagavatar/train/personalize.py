@@ -7,12 +7,17 @@ is held out (never sampled for training), and the network is trained from BASE o
 rest with the paper's objective, through the trainer (``train --init``: the same losses,
 atomic checkpoints, resume). The held-out frames are driven from the clip's source frame
 before and after, and the difference is reported: ``person.json`` (numbers),
-``person.png`` (ground truth | one-shot | personalised). Everything in between lives in a
-work folder beside the output, so an interrupted run continues where it stopped.
+``person.png`` (ground truth | one-shot | personalised), written after the weights they
+describe (the old ones are removed first). Everything in between lives in a work folder
+beside the output, keyed on what the run is made from (the video's content, the base
+checkpoint's, the settings): an interrupted run continues where it stopped, and another
+video (or base, or setting) starts a run of its own.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +30,7 @@ from gagavatar.assets import bundled
 from gagavatar.data.format import VIDEO_FILE, Dataset, VideoRecord, read_json, update_index, write_json
 from gagavatar.eval.evaluate import jsonable, resolve_lpips
 from gagavatar.eval.metrics import psnr, ssim
-from gagavatar.io import check_writable, tensor_to_image, write_image_grid
+from gagavatar.io import check_output, fingerprint, tensor_to_image, write_image_grid
 from gagavatar.model import load, save
 from gagavatar.reenact import Animator, load_tracked, source_frame
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
@@ -52,12 +57,19 @@ class PersonalizeConfig:
     workdir: str | None = None        # default: OUT's name + ".work" beside it
 
     def validate(self) -> None:
+        """Refuse a setting in one line naming this command's own option."""
         if self.minutes is not None and self.steps is not None:
             raise ValueError("give --minutes or --steps, not both")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        for name in ("minutes", "lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name} must be a positive number, got {value}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 < self.holdout < 1:
             raise ValueError(f"--holdout is a fraction of the clip's frames, between 0 and 1; got {self.holdout}")
-        if Path(self.out).suffix != ".safetensors":
-            raise ValueError(f"--out {self.out}: the personalised checkpoint is a .safetensors file")
 
 
 @dataclass
@@ -145,9 +157,12 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
     cfg.validate()
     t_start = time.perf_counter()
     out = Path(cfg.out)
-    check_writable(out)
-    work = Path(cfg.workdir) if cfg.workdir else out.with_name(out.stem + ".work")
     base = str(bundled(DEFAULT_CHECKPOINT)) if cfg.checkpoint is None else cfg.checkpoint
+    check_output(out, inputs=(cfg.video, base, cfg.head_model), suffixes=(".safetensors",))
+    made_from = _made_from(cfg, base)
+    root = Path(cfg.workdir) if cfg.workdir else out.with_name(out.stem + ".work")
+    work = root / f"video-{made_from['video_sha256'][:16]}"  # tracked once per video
+    run = root / f"run-{_key(made_from)}"  # one run per video, base and settings
     device = default_device()
 
     say(f"personalize: tracking {cfg.video}")
@@ -167,7 +182,6 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
     def evaluate(model) -> dict:
         return {"heldout_psnr": scores(Animator(model, one_shot.head, device), held, progress_frames)[0]["psnr"]}
 
-    run = work / "run"
     minutes = cfg.minutes if cfg.minutes is not None or cfg.steps is not None else 10.0
     train_cfg = TrainConfig(data=str(data), out=str(run), init=base, head_model=cfg.head_model,
                             frames=(0, held.start), freeze=cfg.freeze, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -191,18 +205,33 @@ def personalize(cfg: PersonalizeConfig, say=print) -> dict:
                                                                                       int(held.frames[-1])],
         "n_heldout": len(held.frames), "source_frame": held.source, "steps": steps,
         "train_seconds": train_seconds, "steps_per_s": steps / max(train_seconds, 1e-9) if not resume else None,
-        "total_seconds": time.perf_counter() - t_start, "settings": asdict(cfg),
+        "total_seconds": time.perf_counter() - t_start, "settings": asdict(cfg), "made_from": made_from,
+        "run": str(run),
         **{f"heldout_{k}_before": v for k, v in before.items()}, **{f"heldout_{k}_after": v for k, v in after.items()},
         "csim": "measured" if identity is not None else f"unavailable: {no_csim}", "lpips": lpips_status,
     }
-    made_from = {k: report[k] for k in ("video", "base_checkpoint", "train_frames", "heldout_frames", "steps")}
-    save(personal.model, out, info={"personalized": made_from})
+    info = {k: report[k] for k in ("video", "base_checkpoint", "train_frames", "heldout_frames", "steps")}
+    for old in (out.with_suffix(".json"), out.with_suffix(".png")):  # never a report of other weights beside them
+        old.unlink(missing_ok=True)
+    save(personal.model, out, info={"personalized": info | made_from})
     report["contact_sheet"] = str(_contact_sheet(held, one_shot_images, personal_images, out.with_suffix(".png")))
     write_json(out.with_suffix(".json"), jsonable(report))
     say(f"personalize: held-out PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, SSIM {before['ssim']:.3f} -> "
         f"{after['ssim']:.3f}" + (f", CSIM {before['csim']:.3f} -> {after['csim']:.3f}" if identity else "")
         + f" ({steps} steps)")
     return report
+
+
+def _made_from(cfg: PersonalizeConfig, base: str) -> dict:
+    """What a personalisation is made from: the video's and the base checkpoint's content, and the
+    settings that change the weights."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("video", "out", "checkpoint", "head_model", "workdir")}
+    return {"video_sha256": fingerprint(cfg.video), "base_sha256": fingerprint(base),
+            "head_model_sha256": fingerprint(cfg.head_model) if cfg.head_model else None, "settings": settings}
+
+
+def _key(made_from: dict) -> str:
+    return hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _steps(run: Path) -> int:
