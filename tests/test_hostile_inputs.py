@@ -1,4 +1,4 @@
-"""Bad inputs and faults (issue 18): nothing lost, nothing half-written, one line per error.
+"""Bad inputs and faults (issues 18 and 31): nothing lost, nothing half-written, one line per error.
 
 Each test runs the command (in-process through ``gagavatar.cli.app``, or as a subprocess
 where a signal is sent), checks the exit status, that the error is one line without a
@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -40,10 +42,11 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def one_line_error(result, *expected: str) -> str:
-    """The command failed with exit status 1 and its last line is the one error line."""
+def one_line_error(result, *expected: str, code: int = 1) -> str:
+    """The command failed with exit status ``code`` (2: an option refused where it is parsed) and
+    its last line is the one error line."""
     output = result.output
-    assert result.exit_code == 1, output[-2000:]
+    assert result.exit_code == code, output[-2000:]
     assert not any(bad in output for bad in NOT_IN_MESSAGES), output[-2000:]
     lines = [line for line in output.strip().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
@@ -346,7 +349,9 @@ def test_synth_refuses_empty_settings(tmp_path, option):
 @pytest.mark.parametrize("option", [("--checkpoint-every", "0"), ("--max-steps", "0"), ("--batch-size", "-1"),
                                     ("--lr", "0"), ("--lr", "nan"), ("--keep-last", "0")])
 def test_train_refuses_bad_numbers_up_front(tmp_path, option):
-    one_line_error(invoke("train", "--data", tmp_path / "none", "--out", tmp_path / "run", *option), option[0])
+    parsed = option[0] != "--lr"  # bounds checked where the option is parsed (exit 2); --lr by the config
+    one_line_error(invoke("train", "--data", tmp_path / "none", "--out", tmp_path / "run", *option), option[0],
+                   code=2 if parsed else 1)
     assert not (tmp_path / "run").exists()
 
 
@@ -367,7 +372,10 @@ def _train(dataset, out, *extra):
 
 def _old_run(folder: Path) -> None:
     """What a finished 5-step run leaves, plus a file of the user's."""
+    from gagavatar.train.state import mark_run
+
     folder.mkdir(parents=True)
+    mark_run(folder)
     (folder / "config.json").write_text(json.dumps({"preset": "tiny", "max_steps": 5}))
     (folder / "step_000005.pt").write_bytes(b"old weights")
     (folder / "model.safetensors").write_bytes(b"old model")
@@ -401,7 +409,7 @@ def test_overwrite_starts_clean(overwritten):
     names = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
     # the old step_000005.pt would have counted as newer and made keep-last delete the new checkpoint
     assert names == {"config.json", "metrics.jsonl", "loss.png", "model.safetensors", "step_000002.pt",
-                     "samples/step_000002.png", "notes.txt"}
+                     "samples/step_000002.png", "notes.txt", "gagavatar_run.json"}
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2]
     assert json.loads((run / "config.json").read_text())["max_steps"] == 2
     assert (run / "notes.txt").read_text() == "my notes"  # not the trainer's: kept
@@ -451,3 +459,391 @@ def test_non_finite_motion_controls_are_refused_up_front(tmp_path, option, value
     one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", tmp_path / "o.mp4", option,
                           value), expected)
     assert not (tmp_path / "o.mp4").exists()
+
+
+# =========================================================================== issue 31
+# Outputs never replace inputs or special files; folders replaced whole; finite or refused;
+# variable frame rates; options refused where they are parsed.
+
+DRIVER = ROOT / "gagavatar" / "assets" / "demo" / "clips" / "driver"  # a bundled tracked clip (48 frames)
+BUNDLED_NOTE = "bundled model is a small demonstration model"  # printed once the model has loaded
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_an_output_over_an_input_is_refused_and_the_input_kept(tmp_path):
+    clip = gio.write_video(tmp_path / "clip.mp4", frames(4))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((SOURCE / "frames" / "000000.png").read_bytes())
+    os.link(photo, tmp_path / "hard.ply")  # the same file under another name
+    (tmp_path / "link.mp4").symlink_to(clip)
+    before = {p: digest(p) for p in (clip, photo)}
+    for args, given in [(("reenact", "--source", SOURCE, "--driver", clip, "--out", clip), clip),
+                        (("reenact", "--source", SOURCE, "--driver", clip, "--out", tmp_path / "link.mp4"), clip),
+                        (("export-ply", "--source", photo, "--out", photo), photo),
+                        (("export-ply", "--source", photo, "--out", tmp_path / "hard.ply"), photo)]:
+        result = invoke(*args)
+        one_line_error(result, "is also an input of this command", str(given), "choose another output file")
+        assert BUNDLED_NOTE not in result.output  # refused before the model loaded
+    assert {p: digest(p) for p in before} == before and temps(tmp_path) == []
+
+
+def test_a_checkpoint_is_never_converted_over_itself(tmp_path, model_file):
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(model_file, ckpt)
+    before = digest(ckpt)
+    one_line_error(invoke("convert-official", ckpt, "-o", ckpt), "is also an input")
+    assert digest(ckpt) == before
+
+
+def test_devices_fifos_and_folders_are_never_replaced(tmp_path):
+    device = tmp_path / "null.ply"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    except PermissionError:
+        device = None
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    if device is not None:
+        one_line_error(invoke("export-ply", "--source", SOURCE, "--out", device), "is a character device",
+                       "not a regular file")
+        assert device.is_char_device()
+        with pytest.raises(gio.OutputError, match="is a character device"):  # the last guard, at the rename
+            with gio.atomic_path(device) as tmp:
+                tmp.write_bytes(b"x")
+        assert device.is_char_device()
+    one_line_error(invoke("novel-views", "--source", SOURCE, "--out", fifo), "is a FIFO (named pipe)")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    one_line_error(invoke("novel-views", "--source", SOURCE, "--out", folder), "is a folder")
+    assert folder.is_dir() and temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("command, out, expected", [
+    (("reenact", "--driver", DRIVER), "x.gif", "written as .mp4"),
+    (("novel-views",), "orbit.avi", "written as .mp4"),
+    (("export-ply",), "avatar.obj", "written as .ply"),
+    (("live", "--driver", DRIVER, "--no-show"), "live.webm", "written as .mp4"),
+])
+def test_the_output_extension_is_checked_before_any_work(tmp_path, command, out, expected):
+    result = invoke(*command, "--source", SOURCE, "--out", tmp_path / out)
+    one_line_error(result, expected)
+    assert BUNDLED_NOTE not in result.output and not (tmp_path / out).exists()
+
+
+# --------------------------------------------------------------------------- folders replaced whole
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """The bundled source photo, tracked into a dataset: (photo, dataset folder)."""
+    root = tmp_path_factory.mktemp("tracked")
+    photo = root / "in" / "person.png"
+    photo.parent.mkdir()
+    photo.write_bytes((SOURCE / "frames" / "000000.png").read_bytes())
+    result = invoke("track", photo, "--out", root / "ds", "--no-overlay")
+    assert result.exit_code == 0, result.output
+    return photo, root / "ds"
+
+
+def test_another_clip_of_the_same_name_is_refused(tracked, tmp_path):
+    photo, ds = tracked
+    before = snapshot(ds)
+    other = tmp_path / "person.png"  # same name, another picture
+    other.write_bytes((DRIVER / "frames" / "000010.png").read_bytes())
+    one_line_error(invoke("track", other, "--out", ds, "--no-overlay"), f"{ds / 'person'} holds the tracking of "
+                   f"another clip named person", "choose another --out")
+    assert snapshot(ds) == before
+
+
+def test_retracking_interrupted_keeps_the_previous_folder_whole(tracked, tmp_path, monkeypatch):
+    photo, ds = tracked
+    work = tmp_path / "ds"
+    shutil.copytree(ds, work)
+    before = snapshot(work)
+    import gagavatar.tracking.tracker as tracker
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C after the new frames and params are written, before the swap
+
+    monkeypatch.setattr(tracker, "_write_overlay", interrupted)
+    result = invoke("track", photo, "--out", work)
+    assert result.exit_code == 130, result.output
+    assert {k: v for k, v in snapshot(work).items() if not k.startswith(".")} == before
+    monkeypatch.undo()
+    result = invoke("track", photo, "--out", work, "--no-overlay")  # the same clip again: replaced whole
+    assert result.exit_code == 0, result.output
+    assert not [p for p in work.iterdir() if p.name.startswith(".person.tmp")]  # its own leftover is gone
+    assert (work / "person" / "video.json").is_file() and "person/video.json" in snapshot(work)
+
+
+def _synth(out: Path, size: int, frames_: int = 2):
+    return invoke("synth", "--out", out, "--identities", 2, "--videos-per-identity", 1, "--frames", frames_,
+                  "--size", size, "--gaussians", 1500, "--workers", 1)
+
+
+def test_synth_replaces_its_dataset_whole_and_refuses_other_folders(tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    assert _synth(ds, 32, 3).exit_code == 0
+    before = snapshot(ds)
+    import gagavatar.synthetic.video as synthetic
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "contact_sheet", interrupted)
+    assert _synth(ds, 64).exit_code == 130
+    assert snapshot(ds) == before and temps(tmp_path) == []  # Ctrl-C: the previous dataset as it was
+    monkeypatch.undo()
+    assert _synth(ds, 64).exit_code == 0
+    from PIL import Image
+
+    sizes = {Image.open(p).size for p in ds.rglob("frames/*.png")}
+    assert sizes == {(64, 64)} and len(list(ds.rglob("frames/*.png"))) == 4  # no 32 px frame of the old run left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    one_line_error(_synth(mine, 32), "holds files that are not a dataset", "choose a new or empty folder")
+    assert snapshot(mine) == {"notes.txt": digest(mine / "notes.txt")}
+
+
+def test_overwrite_replaces_only_a_run_of_this_project(tmp_path):
+    run = tmp_path / "other-tool"
+    run.mkdir()
+    (run / "config.json").write_text('{"theirs": true}')
+    (run / "metrics.jsonl").write_text("theirs\n")
+    before = snapshot(run)
+    one_line_error(invoke("train", "--data", tmp_path / "none", "--out", run, "--overwrite"),
+                   "holds files that no gagavatar training run wrote", "gagavatar_run.json")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("override, expected", [("plane_size=-1", "plane_size=-1: must be a whole number"),
+                                                ("plane_size=abc", "plane_size takes a whole number")])
+def test_a_bad_model_setting_leaves_nothing_that_blocks_a_retry(dataset, tmp_path, override, expected):
+    run = tmp_path / "run"
+    one_line_error(invoke("train", "--data", dataset, "--out", run, "--model", override), expected)
+    from gagavatar.train.state import run_files
+
+    assert run_files(run) == []  # no stub: the retry below is not "another training run"
+    result = _train(dataset, run, "--max-steps", 1)
+    assert result.exit_code == 0, result.output[-2000:]
+
+
+def test_the_output_folder_may_not_hold_an_input(dataset, tmp_path):
+    inside = tmp_path / "runs"
+    shutil.copytree(dataset, inside / "data")
+    before = snapshot(inside)
+    one_line_error(invoke("train", "--data", inside / "data", "--out", inside, "--overwrite"),
+                   "holds an input of this command")
+    one_line_error(invoke("import-reference", inside, "--out", inside / "data" / "x"), "lies inside an input")
+    assert snapshot(inside) == before
+
+
+# --------------------------------------------------------------------------- finite or refused
+
+
+def _with_nan(arrays: dict, name: str) -> dict:
+    arrays = dict(arrays)
+    bad = arrays[name].copy() if isinstance(arrays[name], np.ndarray) else arrays[name].clone()
+    bad.reshape(-1)[0] = float("nan")
+    arrays[name] = bad
+    return arrays
+
+
+def test_a_checkpoint_or_head_model_with_nan_is_refused_and_doctor_says_so(tmp_path, model_file):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from gagavatar.head.model import DEFAULT_HEAD_PATH
+
+    with safe_open(str(model_file), framework="pt") as f:
+        metadata = f.metadata()
+    name = "refiner.to_rgb.weight" if "refiner.to_rgb.weight" in load_file(str(model_file)) else \
+        sorted(load_file(str(model_file)))[-1]
+    ckpt = tmp_path / "diverged.safetensors"
+    save_file(_with_nan(load_file(str(model_file)), name), str(ckpt), metadata=metadata)
+    one_line_error(invoke("novel-views", "--source", SOURCE, "--out", tmp_path / "o.mp4", "--checkpoint", ckpt),
+                   f"{ckpt}: tensor {name} holds 1 NaN or Inf value(s)", "use an earlier checkpoint")
+    head = tmp_path / "head.npz"
+    with np.load(DEFAULT_HEAD_PATH) as f:
+        np.savez(head, **_with_nan(dict(f), "v_template"))
+    one_line_error(invoke("novel-views", "--source", SOURCE, "--out", tmp_path / "o.mp4", "--head-model", head),
+                   f"{head}: tensor v_template holds 1 NaN")
+    result = invoke("doctor", "--checkpoint", ckpt, "--head-model", head)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any("checkpoint" in line and f"tensor {name} holds 1 NaN" in line for line in lines), result.output
+    assert any("head model" in line and "tensor v_template holds 1 NaN" in line for line in lines), result.output
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_render_that_produces_nan_stops(tmp_path):
+    from gagavatar.data.format import VideoRecord
+    from gagavatar.errors import NonFiniteError
+    from gagavatar.reenact import Animator
+
+    animator = Animator.load(device="cpu")
+    source = VideoRecord.open(SOURCE)
+    avatar = animator.reconstruct(source)
+    with torch.no_grad():
+        next(iter(animator.model.refiner.parameters())).fill_(float("nan"))  # as a diverged model would
+    with pytest.raises(NonFiniteError, match="rendered frames hold NaN or Inf"):
+        next(animator.render(avatar, source.frames(0)))
+    with pytest.raises(NonFiniteError, match="rendered frames hold NaN or Inf"):
+        gio.write_video(tmp_path / "o.mp4", animator.orbit(avatar, source, 2))
+    assert not (tmp_path / "o.mp4").exists() and temps(tmp_path) == []
+
+
+def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    from gagavatar.train import trainer
+    from gagavatar.train.state import read_training_state
+
+    forward, calls = trainer.GAGAvatarLoss.forward, []
+
+    def diverging(self, *args, **kwargs):  # steps 1 and 2 as usual, then NaN as a diverged run gives
+        loss, terms = forward(self, *args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), terms) if len(calls) > 2 else (loss, terms)
+
+    monkeypatch.setattr(trainer.GAGAvatarLoss, "forward", diverging)
+    monkeypatch.setattr(trainer, "MAX_BAD_STEPS", 3)  # fewer steps to the same end
+    run = tmp_path / "run"
+    result = _train(dataset, run, "--max-steps", 50, "--checkpoint-every", 1, "--keep-last", 5)
+    one_line_error(result, f"training diverged at step {2 + trainer.MAX_BAD_STEPS}",
+                   f"the last good checkpoint, {run / 'step_000002.pt'}, is kept", "--resume")
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_000001.pt", "step_000002.pt"]
+    assert read_training_state(run / "step_000002.pt")["step"] == 2 and not (run / "model.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- personalize
+
+
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--minutes", "0"), ("--lr", "0"),
+                                           ("--batch-size", "0")])
+def test_personalize_refuses_empty_settings_naming_its_own_options(tmp_path, option, value):
+    out = tmp_path / "person.safetensors"
+    message = one_line_error(invoke("personalize", "--video", DRIVER, "--out", out, option, value), option,
+                             code=2 if option in ("--steps", "--batch-size") else 1)
+    assert "--max-" not in message and not out.exists() and not (tmp_path / "person.work").exists()
+
+
+def test_personalize_on_a_new_video_starts_a_new_run(tmp_path, monkeypatch):
+    from gagavatar.model.checkpoint import checkpoint_info
+    from gagavatar.train import personalize as module
+    from gagavatar.train.personalize import PersonalizeConfig, personalize
+
+    monkeypatch.setattr(module, "_identity_encoder", lambda: (None, "off in this test"))  # dlib's CSIM: slow
+
+    other = tmp_path / "other"  # another person's clip (here: the same frames, one of them changed)
+    shutil.copytree(DRIVER, other)
+    (other / "frames" / "000000.png").write_bytes((DRIVER / "frames" / "000001.png").read_bytes())
+    out = tmp_path / "person.safetensors"
+    settings = dict(out=str(out), steps=1, batch_size=1, eval_frames=2, checkpoint_every=1)
+    first = personalize(PersonalizeConfig(video=str(DRIVER), **settings), say=lambda line: None)
+    second = personalize(PersonalizeConfig(video=str(other), **settings), say=lambda line: None)
+    assert second["steps"] == 1 and second["run"] != first["run"]  # trained, in a run of its own
+    assert len(list(tmp_path.glob("person.work/run-*"))) == 2
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["made_from"]["video_sha256"] == gio.fingerprint(other) != gio.fingerprint(DRIVER)
+    assert checkpoint_info(out)["personalized"]["video_sha256"] == report["made_from"]["video_sha256"]
+
+
+# --------------------------------------------------------------------------- variable frame rate
+
+
+def test_a_variable_frame_rate_clip_keeps_its_duration(tmp_path):
+    """A phone-like clip: 8 frames 1/60 s apart, then 8 frames 1/20 s apart (base rate 60):
+    reenacted, it lasts as long as the clip, not about twice as long."""
+    clip = tmp_path / "phone.mp4"
+    pattern = str(DRIVER / "frames" / "%06d.png")
+    subprocess.run([gio.ffmpeg_exe(), "-v", "error", "-framerate", "60", "-i", pattern, "-frames:v", "16",
+                    "-vf", "setpts='if(lt(N,8),N/60,8/60+(N-8)/20)/TB'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", clip], check=True)
+    probe = subprocess.run([gio.ffmpeg_exe(), "-hide_banner", "-i", clip], capture_output=True, text=True).stderr
+    h, m, sec = re.search(r"Duration: (\d+):(\d+):([\d.]+)", probe).groups()
+    duration = int(h) * 3600 + int(m) * 60 + float(sec)
+    info = gio.video_info(clip)
+    decoded = sum(1 for _ in gio.iter_video(clip))
+    slack = 0.1  # the last frame's own time (1/20 s) and a frame of rounding; at the base rate: twice as long
+    assert abs(decoded / info.fps - duration) < slack, (decoded, info, duration)
+    out = tmp_path / "out.mp4"
+    result = invoke("reenact", "--source", SOURCE, "--driver", clip, "--out", out)
+    assert result.exit_code == 0, result.output[-2000:]
+    written = gio.video_info(out)
+    assert abs(sum(1 for _ in gio.iter_video(out)) / written.fps - duration) < slack
+    assert gio.video_info(clip, fps=10).fps == 10 and abs(sum(1 for _ in gio.iter_video(clip, 10)) - 10 * duration) < 3
+
+
+# --------------------------------------------------------------------------- build-dataset
+
+
+def test_build_dataset_fails_when_no_clip_is_tracked(tmp_path):
+    clips = tmp_path / "clips"
+    gio.write_video(clips / "noise.mp4", frames(3))  # no face anywhere
+    message = one_line_error(invoke("build-dataset", clips, "--out", tmp_path / "ds", "--workers", 0),
+                             "none of the 1 clip(s) could be tracked", "no dataset was made")
+    assert "build_report.json" in message
+    one_line_error(invoke("build-dataset", clips, "--out", tmp_path / "ds", "--workers", -1), "--workers", code=2)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("app", "--port", "70000"), "--port"),
+    (("app", "--port", "-1"), "--port"),
+    (("novel-views", "--source", "x", "--frames", "-1"), "--frames"),
+    (("bench", "reenact", "--batches", "0"), "whole numbers of at least 1"),
+    (("bench", "head", "--repeat", "0"), "--repeat"),
+    (("eval", "--data", "d", "--out", "o", "--checkpoint", "c", "--device", "tpu"), "not a device gagavatar runs on"),
+    (("eval", "--data", "d", "--out", "o", "--checkpoint", "c", "--batch-size", "0"), "--batch-size"),
+    (("live", "--source", "x", "--camera", "-1"), "--camera"),
+    (("track", "x.png", "--out", "o", "--size", "1000000"), "--size 1000000 needs about"),
+    (("build-dataset", "x", "--out", "o", "--size", "1000000"), "--size 1000000 needs about"),
+    (("personalize", "--video", "x", "--steps", "0"), "--steps"),
+    (("train", "--data", "d", "--out", "o", "--seed", "-1"), "--seed"),
+])
+def test_options_are_refused_where_they_are_parsed(tmp_path, args, expected):
+    one_line_error(invoke(*args), expected, code=2)
+
+
+def test_a_device_this_machine_lacks_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    one_line_error(invoke("eval", "--data", "d", "--out", "o", "--checkpoint", "c", "--device", "cuda"),
+                   "this machine has no CUDA GPU", "--device cpu", code=2)
+
+
+def test_memory_sized_options_are_bounded_by_the_machine(tmp_path):
+    one_line_error(invoke("synth", "--out", tmp_path / "ds", "--gaussians", 2_000_000_000), "--gaussians 2000000000",
+                   "of memory", "GB free")
+    assert not (tmp_path / "ds").exists()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_a_sound_file_given_as_a_video_is_one_clear_line(tmp_path):
+    sound = tmp_path / "voice.mp4"
+    subprocess.run([gio.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", sound],
+                   check=True)
+    message = one_line_error(invoke("track", sound, "--out", tmp_path / "t"), "has no video stream (a sound file?)")
+    assert len(message) < 300 and not (tmp_path / "t").exists()
+
+
+def test_a_temporary_file_is_never_named_in_an_error(tmp_path):
+    out = tmp_path / ("a" * 245 + ".mp4")  # fits, but its temporary file's name does not
+    message = one_line_error(invoke("novel-views", "--source", SOURCE, "--out", out, "--frames", 1),
+                             "file name too long", "choose another output path")
+    assert ".tmp" not in message and "Errno" not in message
+
+
+def test_live_takes_a_tracked_folder_as_driver(tmp_path):
+    out = tmp_path / "live.mp4"
+    result = invoke("live", "--source", SOURCE, "--driver", DRIVER, "--out", out, "--no-show", "--max-frames", 3)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert sum(1 for _ in gio.iter_video(out)) == 3 and gio.video_info(out).fps == 25
