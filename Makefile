@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 MEDIAPIPE ?= mediapipe==0.10.14
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench voice clean
 
 install: $(STAMP)
 
@@ -36,6 +36,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/gagavatar bench all
+
+# The bundled demonstration voice (gagavatar/assets/speech/tiny_voice.safetensors): synthetic
+# espeak-ng speech, then both training stages at the tiny preset's defaults (docs/speech.md)
+voice: $(STAMP)
+	$(BIN)/gagavatar synth-speech --out build/voice
+	$(BIN)/gagavatar train-speech --data build/voice/train.npz --eval build/voice/heldout.npz --out build/voice/run --overwrite
+	$(BIN)/gagavatar eval-speech --data build/voice/heldout.npz --speech-model build/voice/run/speech_model.safetensors --out build/voice/report
+	cp build/voice/run/speech_model.safetensors gagavatar/assets/speech/tiny_voice.safetensors
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo

@@ -17,21 +17,34 @@ from typer.core import TyperGroup
 
 from gagavatar.bench import app as bench_app
 from gagavatar.serve.config import ServeConfig
-from gagavatar.settings import command_options
-from gagavatar.system import MissingExtra, usable_cores
+from gagavatar.settings import checked, command_options
+from gagavatar.train.speech_config import SpeechTrainConfig
+from gagavatar.system import MissingExtra, check_device, usable_cores
+from gagavatar.tracking.framing import check_crop_size
 
 # Errors a user can fix: shown as one line, never as a traceback (FileNotFoundError,
 # PermissionError and disk-full errors are OSErrors; bad inputs are ValueErrors; an optional
 # part that is not installed is a MissingExtra naming the pip command).
 USER_ERRORS = (ValueError, OSError, KeyError, MissingExtra)
+# An option refused where it is parsed (its type, its min / max, a settings check): click's
+# UsageError, whichever click typer uses
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class _Commands(TyperGroup):
-    """Every command's user errors, handled in one place."""
+    """Every command's user errors, handled in one place: one line each, exit status 1 (2 for an
+    option refused where it is parsed)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except _USAGE_ERROR as e:
+            if os.environ.get("GAGAVATAR_DEBUG"):
+                raise
+            where = e.ctx.command_path if e.ctx is not None else "gagavatar"
+            message = " ".join(e.format_message().split())
+            typer.secho(f"error: {message} ({where} --help lists the options)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
         except USER_ERRORS as e:
             if os.environ.get("GAGAVATAR_DEBUG"):
                 raise
@@ -82,28 +95,31 @@ def train(
     resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
     overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
                                                 "run's checkpoints, model, metrics, samples and config first"),
-    max_steps: int = typer.Option(200_000, help="total optimisation steps"),
+    max_steps: int = typer.Option(200_000, help="total optimisation steps", min=1),
     max_minutes: float = typer.Option(None, help="stop after this much training time and write the model"),
     frames: str = typer.Option(None, help="START:STOP: train on these frames of each video only (holds out the rest)"),
     freeze: list[str] = typer.Option([], help="keep a part fixed besides the backbone: decoder, expression, "
                                               "lifting, refiner (repeatable)"),
-    batch_size: int = typer.Option(8, help="samples per step and process"),
+    batch_size: int = typer.Option(8, help="samples per step and process", min=1),
     lr: float = typer.Option(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)"),
-    lr_decay_steps: int = typer.Option(200_000, help="steps of the linear decay to 0.1x"),
+    lr_decay_steps: int = typer.Option(200_000, help="steps of the linear decay to 0.1x", min=1),
     ablation: list[str] = typer.Option([], help="one_plane, no_fid, no_refiner, no_lifting_loss (repeatable)"),
     perceptual_weights: str = typer.Option(None, help="GAGAvatar.pt (or converted .safetensors) for the perceptual loss"),
     backbone_weights: str = typer.Option(None, help="DINOv2 .pth or GAGAvatar.pt for the frozen ViT"),
     head_model: str = typer.Option(None, help="FLAME-format head model (default: bundled synthetic head)"),
-    checkpoint_every: int = typer.Option(500, help="steps between checkpoints"),
-    keep_last: int = typer.Option(3, help="checkpoints kept"),
-    sample_every: int = typer.Option(250, help="steps between sample grids"),
-    num_workers: int = typer.Option(0, help="DataLoader worker processes"),
-    seed: int = typer.Option(0, help="seed of the model init and the sample order"),
+    checkpoint_every: int = typer.Option(500, help="steps between checkpoints", min=1),
+    keep_last: int = typer.Option(3, help="checkpoints kept", min=1),
+    sample_every: int = typer.Option(250, help="steps between sample grids", min=1),
+    num_workers: int = typer.Option(0, help="DataLoader worker processes", min=0),
+    seed: int = typer.Option(0, help="seed of the model init and the sample order", min=0),
     model: list[str] = typer.Option([], help="preset override KEY=VALUE, e.g. plane_size=32 (repeatable)"),
 ):
     """Train a GAGAvatar network (under torchrun for several GPUs or nodes)."""
+    from gagavatar import io as gio
     from gagavatar.train.trainer import TrainConfig
     from gagavatar.train.trainer import train as run_training
+
+    gio.check_output_folder(out, inputs=(data, init, head_model, perceptual_weights, backbone_weights))
 
     cfg = TrainConfig(data=data, out=out, preset=preset, init=init, freeze=tuple(freeze), frames=_range(frames),
                       max_minutes=max_minutes, ablations=tuple(ablation), max_steps=max_steps,
@@ -151,10 +167,10 @@ def personalize(
                                               "folder (default: the bundled tiny model)"),
     head_model: str = typer.Option(None, help="the head model that checkpoint was trained with"),
     minutes: float = typer.Option(None, help="training time (default 10 unless --steps)"),
-    steps: int = typer.Option(None, help="training steps instead of a time budget"),
+    steps: int = typer.Option(None, help="training steps instead of a time budget", min=1),
     holdout: float = typer.Option(0.15, help="the clip's last fraction of frames, held out to measure on"),
     lr: float = typer.Option(3e-4, help="learning rate"),
-    batch_size: int = typer.Option(4, help="pairs per step"),
+    batch_size: int = typer.Option(4, help="pairs per step", min=1),
     freeze: list[str] = typer.Option([], help="keep a part as it is: decoder, expression, lifting, refiner"),
 ):
     """Fine-tune the one-shot network on a video of one person; reports held-out PSNR before and after.
@@ -180,7 +196,10 @@ def convert_official(checkpoint: str = typer.Argument(..., help="the released GA
     """
     from gagavatar.model.official import convert_official as _convert
 
+    from gagavatar import io as gio
+
     t0 = time.perf_counter()
+    gio.check_output(out, inputs=(checkpoint,), suffixes=(".safetensors",))
     _done(f"wrote {_convert(checkpoint, out)}", t0)
 
 
@@ -192,11 +211,11 @@ def synth(
     frames: int = typer.Option(32, help="frames per video"),
     fps: float = typer.Option(25.0, help="frame rate: lower spreads the frames over a longer clip (more motion apart)"),
     size: int = typer.Option(128, help="frame size in pixels (square)"),
-    seed: int = typer.Option(0, help="everything is a function of this seed"),
+    seed: int = typer.Option(0, help="everything is a function of this seed", min=0),
     splits: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions of the identities"),
     frame_format: str = typer.Option("png", help="png, jpg or mp4"),
     gaussians: int = typer.Option(None, help="Gaussians per person (default: from --size)"),
-    workers: int = typer.Option(0, help="processes (0: one per CPU core)"),
+    workers: int = typer.Option(0, help="processes (0: one per CPU core)", min=0),
 ):
     """Render synthetic talking-head videos (and a contact sheet per split)."""
     from gagavatar.synthetic.video import SynthConfig, generate
@@ -221,11 +240,14 @@ def track(
     head_model: str = typer.Option(None, help="FLAME-format head model file (default: the bundled synthetic head)"),
     landmark_embedding: str = typer.Option(None, help="MediaPipe landmark embedding for --head-model "
                                                       "(FLAME's mediapipe_landmark_embedding.npz)"),
-    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)"),
+    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)",
+                             callback=checked(check_crop_size)),
     smooth: float = typer.Option(0.0, help="smooth head pose and eyes over time (0 off, 1 = reference smoothed.pkl)"),
     reference_format: bool = typer.Option(False, help="also write optim.pkl, smoothed.pkl and img_lmdb "
                                                       "as the reference tracker (GAGAvatar_track) lays them out"),
     overlay: bool = typer.Option(True, help="write overlay.mp4 / overlay.jpg of the fitted mesh and landmarks"),
+    fps: float = typer.Option(None, help="decode a video at this frame rate (default: its own average rate; a "
+                                         "variable-rate phone clip is resampled on its timestamps)", min=1, max=240),
 ):
     """Track faces: landmarks, the reference's framing and matte, head model and camera per frame."""
     from gagavatar.tracking.tracker import track as run_track
@@ -234,7 +256,7 @@ def track(
 
     t0 = time.perf_counter()
     summary = run_track(input, out, head_model=load_head_model(head_model, landmark_embedding), size=size,
-                        smooth=smooth, reference_format=reference_format, overlay=overlay)
+                        smooth=smooth, reference_format=reference_format, overlay=overlay, decode_fps=fps)
     typer.echo("\n".join(summary.lines()))
     _done(f"wrote {summary.video_dir}", t0)
 
@@ -246,15 +268,16 @@ def build_dataset(
                                                  "or comma and the identity); with --merge: the shard datasets"),
     out: str = typer.Option(..., "--out", help="dataset folder to write (docs/data-format.md)"),
     identity_level: int = typer.Option(None, help="the N-th folder of a clip's path below INPUT (1 = the top one) "
-                                                  "names the person"),
+                                                  "names the person", min=1),
     identity_map: str = typer.Option(None, help="file of 'CLIP<TAB>IDENTITY' lines (CLIP: path relative to INPUT)"),
     splits: str = typer.Option("0.9,0.05,0.05", help="train,val,test fractions of the identities"),
-    seed: int = typer.Option(0, help="seed of the identity -> split hash"),
-    workers: int = typer.Option(1, help="tracking processes (0: in this process)"),
-    threads: int = typer.Option(None, help="threads per worker (default: usable cores / workers)"),
+    seed: int = typer.Option(0, help="seed of the identity -> split hash", min=0),
+    workers: int = typer.Option(1, help="tracking processes (0: in this process)", min=0),
+    threads: int = typer.Option(None, help="threads per worker (default: usable cores / workers)", min=1),
     shard: str = typer.Option(None, help="K/N: track only part K (0..N-1) of N of the clips, into its own --out"),
     retry_failed: bool = typer.Option(False, help="track clips that failed in an earlier run again"),
-    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)"),
+    size: int = typer.Option(512, help="side of the stored square crops (the released model uses 512)",
+                             callback=checked(check_crop_size)),
     frame_format: str = typer.Option("jpg", help="jpg, png or mp4"),
     smooth: float = typer.Option(0.0, help="smooth head pose and eyes over time (0 off, 1 = reference smoothed.pkl)"),
     overlay: bool = typer.Option(False, help="also write each clip's overlay.mp4 of the fit"),
@@ -281,6 +304,9 @@ def build_dataset(
         summary = build.build_dataset(clips, out, config, shard=build.parse_shard(shard) if shard else None,
                                       input=inputs[0])
     typer.echo("\n".join(summary.lines()))
+    if not merge and summary.clips and summary.tracked + summary.skipped == 0:  # a script must not take it for a dataset
+        raise ValueError(f"none of the {summary.clips} clip(s) could be tracked (the reasons above, all in "
+                         f"{Path(out) / 'build_report.json'}): no dataset was made")
 
 
 _CHECKPOINT = typer.Option(None, help="checkpoint: ours (.safetensors) or the released GAGAvatar.pt "
@@ -332,6 +358,7 @@ def reenact(
     from gagavatar import commands
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
+    commands.check_video_output(out, source, driver, checkpoint, head_model)  # before the model loads
     summary = commands.reenact(source, driver, out, _animator(checkpoint, head_model, _color(background)),
                                side_by_side_view=side_by_side, controls=controls)
     typer.echo(str(summary))
@@ -343,7 +370,8 @@ def speak(
     audio: str = typer.Option(None, help="the speech: a sound file (wav, mp3, m4a, flac) or a video with sound"),
     text: str = typer.Option(None, help="or words to say, spoken offline by espeak-ng"),
     out: str = typer.Option("talk.mp4", help="output mp4 (H.264 + the speech as AAC), 25 frames per second"),
-    speech_model: str = typer.Option(None, help="ARTalk_wav2vec.pt, ARTalk's released speech model"),
+    speech_model: str = typer.Option(None, help="ARTalk_wav2vec.pt (FLAME) or a train-speech model (default: the "
+                                                "bundled demonstration voice, for the bundled head)"),
     style: str = typer.Option(None, help="a speaking style: ARTalk's style_motion/*.pt ([50, 106] motion)"),
     checkpoint: str = _CHECKPOINT,
     head_model: str = typer.Option(None, help="FLAME-format head model: the speech model speaks FLAME "
@@ -359,29 +387,107 @@ def speak(
     from gagavatar import commands
     from gagavatar import io as gio
     from gagavatar.reenact import Speaker
+    from gagavatar.reenact.speaker import BUNDLED_VOICE_NOTE
 
     controls = _controls("all", False, expression_scale, jaw_scale, 1.0, stabilize)
     # what can be refused at once is, before any model loads: the outputs, the speech, the speech model
-    for path in (out, motion_out):
-        if path is not None:
-            gio.check_writable(path)
-    speaker = Speaker.load(speech_model, style, fix_pose)
-    samples = gio.read_speech(audio, text, speaker.sample_rate)
-    summary = commands.speak(source, out, _animator(checkpoint, head_model, _color(background)), speaker, samples,
-                             controls=controls, motion_out=motion_out)
+    commands.check_video_output(out, source, audio, speech_model, style, checkpoint, head_model)
+    if motion_out is not None:
+        gio.check_output(motion_out, inputs=(source, audio, out), suffixes=(".npz",))
+    samples = gio.read_speech(audio, text, gio.SPEECH_RATE)  # every speech model here takes 16 kHz
+    animator = _animator(checkpoint, head_model, _color(background))
+    speaker = Speaker.load(speech_model, style, fix_pose, head=animator.head)
+    if speaker.is_bundled:
+        typer.secho(BUNDLED_VOICE_NOTE, fg=typer.colors.YELLOW, err=True)
+    summary = commands.speak(source, out, animator, speaker, samples, controls=controls, motion_out=motion_out)
     typer.echo(str(summary) + (f"; motion in {motion_out}" if motion_out else ""))
+
+
+@app.command("synth-speech")
+def synth_speech(
+    out: str = typer.Option(..., help="folder to write: train.npz, heldout.npz (speech clips), a sample and a plot"),
+    clips: int = typer.Option(240, help="training clips", min=1, max=100_000),
+    held_out: int = typer.Option(40, help="held-out clips: voices and sentences training never has", min=1,
+                                 max=100_000),
+    seconds: float = typer.Option(10.0, help="seconds of speech per clip", min=1.0, max=600.0),
+    seed: int = typer.Option(0, help="everything is a function of this seed"),
+):
+    """Synthetic talking clips for the bundled head: espeak-ng speaks generated sentences in many
+    voices, its phoneme timings move the mouth (visemes, coarticulation), with blinks and nods."""
+    from gagavatar.speech.synthetic import write_speech_clips
+
+    t0 = time.perf_counter()
+    written = write_speech_clips(out, clips, held_out, seconds, seed)
+    _done(f"wrote {', '.join(str(p) for p in written)}", t0)
+
+
+@app.command("train-speech")
+@command_options(SpeechTrainConfig)
+def train_speech(config, resume: bool = typer.Option(False, help="continue the run in --out from its newest "
+                                                                 "checkpoint"),
+                 overwrite: bool = typer.Option(False, help="delete the run in --out and start again"),
+                 eval_data: str = typer.Option(None, "--eval", help="held-out clips (.npz or dataset) scored at "
+                                                                   "every checkpoint: lip vertex error")):
+    """Train a speech -> motion model (ARTalk's codec, then its generator) on talking clips."""
+    from gagavatar.train.speech import held_out_evaluation, train_speech as run
+
+    t0 = time.perf_counter()
+    run_dir = run(config, resume=resume, overwrite=overwrite,
+                  evaluate=None if eval_data is None else held_out_evaluation(eval_data, config.head_model))
+    _done(f"trained {run_dir / 'speech_model.safetensors'}", t0)
+
+
+@app.command("eval-speech")
+def eval_speech(
+    data: str = typer.Option(..., help="talking clips with sound: a dataset folder (build-dataset) or a clips .npz "
+                                       "(synth-speech)"),
+    out: str = typer.Option(..., help="report folder: metrics.json, report.md, mouth_opening.png"),
+    speech_model: str = typer.Option(None, help="the model to score (ARTalk_wav2vec.pt or a train-speech model); "
+                                                "none: the baselines alone"),
+    split: str = typer.Option("test", help="the dataset split to score (a clips file is scored whole)"),
+    fit_data: str = typer.Option(None, help="clips the baselines are fitted on (mean motion, loudness gain): a "
+                                            "clips .npz or a dataset's train split; default the scored clips"),
+    head_model: str = _HEAD,
+    landmark_embedding: str = typer.Option(None, help="landmark embedding for --head-model, which finds the lips "
+                                                      "(FLAME's mediapipe_landmark_embedding.npz)"),
+    raw: bool = typer.Option(False, help="score the model's raw motion (default: smoothed, as speak drives it)"),
+):
+    """Lip vertex error, mouth opening against loudness and upper-face dynamics of a speech
+    model, beside no motion, mean motion and a jaw driven by loudness."""
+    from gagavatar import io as gio
+    from gagavatar.head import load_head_model
+    from gagavatar.speech.data import read_clips
+    from gagavatar.speech.evaluate import evaluate_speech, model_predictor, table, write_report
+
+    t0 = time.perf_counter()
+    gio.check_writable(Path(out) / "metrics.json")
+    head = load_head_model(head_model, landmark_embedding)
+    model = None
+    if speech_model is not None:
+        from gagavatar.speech import load_speech_model
+
+        model = load_speech_model(speech_model)
+    dims = 100 if model is None else model.config.motion_dim - 6
+    clips = read_clips(data, split, dims)
+    fit = None if fit_data is None else read_clips(fit_data, "train", dims)
+    result = evaluate_speech(None if model is None else model_predictor(model, smooth=not raw), clips, head, fit,
+                             name=Path(speech_model).name if speech_model else "model")
+    typer.echo(table(result))
+    paths = write_report(result, out)
+    _done(f"wrote {', '.join(str(p) for p in paths.values())}", t0)
 
 
 @app.command("novel-views")
 def novel_views(source: str = typer.Option(..., help="source photo, or a tracked folder"),
                 out: str = typer.Option("orbit.mp4", help="output mp4"),
                 checkpoint: str = _CHECKPOINT, head_model: str = _HEAD,
-                frames: int = typer.Option(60, help="frames of the orbit"),
+                frames: int = typer.Option(60, help="frames of the orbit", min=1),
                 yaw: float = typer.Option(30.0, help="orbit half-angle in degrees")):
     """The reconstructed avatar seen from an orbiting camera."""
     from gagavatar import commands
 
     t0 = time.perf_counter()
+    commands.check_video_output(out, source, checkpoint, head_model)  # before the model loads
     path = commands.novel_views(source, out, _animator(checkpoint, head_model), n_frames=frames, yaw=yaw)
     _done(f"wrote {path}: {frames} frames", t0)
 
@@ -393,18 +499,21 @@ def export_ply(source: str = typer.Option(..., help="source photo, or a tracked 
     """Write the avatar's Gaussians as a PLY that splat viewers open."""
     from gagavatar import commands
 
+    from gagavatar import io as gio
+
     t0 = time.perf_counter()
+    gio.check_output(out, inputs=(source, checkpoint, head_model), suffixes=(".ply",))  # before the model loads
     _done(f"wrote {commands.export_ply(source, out, _animator(checkpoint, head_model))}", t0)
 
 
 @app.command()
 def live(
     source: str = typer.Option(..., help="source photo, or a tracked folder"),
-    camera: int = typer.Option(0, help="webcam index (used when --driver is not given)"),
-    driver: str = typer.Option(None, help="drive from this video file instead of a webcam"),
+    camera: int = typer.Option(0, help="webcam index (used when --driver is not given)", min=0),
+    driver: str = typer.Option(None, help="drive from this video file (or a tracked folder) instead of a webcam"),
     out: str = typer.Option(None, help="also write the result to this mp4"),
     show: bool = typer.Option(True, help="show a window (skipped where there is no display)"),
-    max_frames: int = typer.Option(None, help="stop after this many frames"),
+    max_frames: int = typer.Option(None, help="stop after this many frames", min=1),
     checkpoint: str = _CHECKPOINT,
     head_model: str = _HEAD,
     transfer: str = typer.Option("all", help="all | expression | pose"),
@@ -412,13 +521,17 @@ def live(
     expression_scale: float = typer.Option(1.0), jaw_scale: float = typer.Option(1.0),
     eye_scale: float = typer.Option(1.0), stabilize: float = typer.Option(0.0),
     background: str = typer.Option("0,0,0", help="background colour behind the avatar: R,G,B (0-255) or #rrggbb"),
-    report_every: float = typer.Option(3.0, help="seconds between the FPS / latency lines"),
+    report_every: float = typer.Option(3.0, help="seconds between the FPS / latency lines", min=0.001),
 ):
     """Drive the avatar live from a webcam or a stream; prints FPS and latency as it runs. Without a
     display and without --out the result is written to live.mp4."""
     from gagavatar.live import live as run_live
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
+    if out is not None:  # before the model loads
+        from gagavatar.commands import check_video_output
+
+        check_video_output(out, source, driver, checkpoint, head_model)
     stats = run_live(source, _animator(checkpoint, head_model, _color(background)), camera, driver, out, show,
                      controls=controls, max_frames=max_frames, report_every=report_every,
                      say=lambda line: typer.echo(line, err=True))
@@ -446,8 +559,10 @@ def import_reference(
     head_model_name: str = typer.Option("flame2020", help="the head model the parameters belong to"),
 ):
     """Convert the reference tracker's output into this project's dataset format."""
+    from gagavatar import io as gio
     from gagavatar.data.reference import import_reference as run_import
 
+    gio.check_output_folder(out, inputs=(folder,))
     infos = run_import(folder, out, use=use, split=split, frame_format=frame_format, head_model=head_model_name)
     for info in infos:
         typer.echo(f"{info.id}: {info.n_frames} frames ({info.width}x{info.height}, split {info.split})")
@@ -457,18 +572,21 @@ def import_reference(
 @app.command("app")
 def web_app(
     host: str = typer.Option("127.0.0.1", help="address to serve on (0.0.0.0 for every interface)"),
-    port: int = typer.Option(7860, help="port to serve on"),
+    port: int = typer.Option(7860, help="port to serve on", min=1, max=65535),
     checkpoint: str = _CHECKPOINT,
     head_model: str = _HEAD,
-    orbit_frames: int = typer.Option(48, help="frames of the novel-view orbit video"),
+    orbit_frames: int = typer.Option(48, help="frames of the novel-view orbit video", min=1),
     max_upload_mb: float = typer.Option(500, help="largest file a person may upload (MB)"),
     max_unpacked_mb: float = typer.Option(1024, help="largest a .zip of a tracked folder may unpack to (MB)"),
+    speech_model: str = typer.Option(None, help="speech model for the Speak input, e.g. ARTalk_wav2vec.pt (FLAME "
+                                                "heads; default: the bundled voice of the head model, if any)"),
 ):
-    """The web app: drop a photo and a driving video, get the animated avatar (works offline)."""
+    """The web app: drop a photo and a driving video, get the animated avatar; or make the photo talk (offline)."""
     from gagavatar.app import Limits, serve
 
     limits = Limits(upload_bytes=int(max_upload_mb * 2**20), unpacked_bytes=int(max_unpacked_mb * 2**20))
-    serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames, limits=limits)
+    serve(host=host, port=port, checkpoint=checkpoint, head_model=head_model, orbit_frames=orbit_frames, limits=limits,
+          speech_model=speech_model)
 
 
 @app.command("serve")
@@ -496,17 +614,18 @@ def evaluate(
     data: str = typer.Option(..., help="tracked dataset folder (docs/data-format.md)"),
     out: str = typer.Option(..., help="report folder: report.md, metrics.json, grid.png"),
     split: str = typer.Option("test", help="split with the held-out identities"),
-    cross_pairs: int = typer.Option(100, help="cross-reenactment pairs (0: none)"),
-    max_pairs: int = typer.Option(None, help="self-reenactment pairs at most (evenly spread; default all)"),
+    cross_pairs: int = typer.Option(100, help="cross-reenactment pairs (0: none)", min=0),
+    max_pairs: int = typer.Option(None, help="self-reenactment pairs at most (evenly spread; default all)", min=1),
     baselines: bool = typer.Option(False, help="add the rows 'copy source' and 'mean training image'"),
     coarse: bool = typer.Option(False, help="add a row per checkpoint for its coarse image (before the neural renderer)"),
     names: list[str] = typer.Option(None, help="row names for --compare (repeat, or comma-separated)"),
     head_model: str = typer.Option(None, help="FLAME-format head model (default: the run's, else the bundled one)"),
     lpips_weights: str = typer.Option(None, help="GAGAvatar.pt (or converted .safetensors) for LPIPS's AlexNet"),
-    size: int = typer.Option(None, help="evaluation image size (default: the first model's render size)"),
-    seed: int = typer.Option(0, help="seed of the cross-reenactment pairs"),
-    batch_size: int = typer.Option(8, help="frames rendered per call"),
-    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+    size: int = typer.Option(None, help="evaluation image size (default: the first model's render size)", min=16,
+                             max=4096),
+    seed: int = typer.Option(0, help="seed of the cross-reenactment pairs", min=0),
+    batch_size: int = typer.Option(8, help="frames rendered per call", min=1),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when present)", callback=checked(check_device)),
 ):
     """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, CSIM, AED, APD, AKD) in the
     paper's Table 1 layout, for one checkpoint or (--compare RUN_A RUN_B ...) several."""

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar import io as gio
-from gagavatar.reenact import DEMO_DATA, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
+from gagavatar.reenact import DEMO_DATA, DEMO_SENTENCE, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
+from gagavatar.head import BUNDLED_HEAD_ID
 from gagavatar.reenact.speaker import Speaker, load_motion, save_motion
 
 
@@ -40,6 +41,12 @@ def side_by_side(driver_frame: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.concatenate([gio.resize_frame(driver_frame, image.shape[0]), image], axis=1)
 
 
+def check_video_output(out, *inputs) -> Path:
+    """Before any work: ``out`` may be written as a video (``gio.check_output``: never over one of
+    the command's ``inputs``, a device or a folder; an mp4/mov/m4v/mkv name; a writable folder)."""
+    return gio.check_output(out, inputs=inputs, suffixes=gio.VIDEO_OUTPUT_EXTENSIONS)
+
+
 def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = False,
             controls: MotionControls | None = None, fps: float | None = None, workdir=None,
             keep_frames: bool = False, progress=None, avatar=None) -> ReenactSummary:
@@ -48,7 +55,7 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
     to ``out``. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
     when the caller has reconstructed it already."""
     t0 = time.perf_counter()
-    gio.check_writable(out)  # before the work, not after it
+    check_video_output(out, source, driver, animator.checkpoint)  # before the work, not after it
     motion_file = Path(driver).suffix == ".npz"  # a motion `speak --motion-out` wrote
     if motion_file and side_by_side_view:
         raise gio.InputError(f"{driver} is a motion file: it has no pictures to put beside the result; leave "
@@ -86,9 +93,9 @@ def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray
     model's rate, the same length as the audio. ``motion_out``: also the motion, as a file
     ``reenact`` takes as its driver."""
     t0 = time.perf_counter()
-    for path in (out, motion_out):
-        if path is not None:
-            gio.check_writable(path)
+    check_video_output(out, source, animator.checkpoint)
+    if motion_out is not None:
+        gio.check_output(motion_out, inputs=(source, out), suffixes=(".npz",))
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         frames, vertices = speaker.drive(src, samples, animator.head, controls)
@@ -110,7 +117,7 @@ def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray
 
 def novel_views(source, out, animator: Animator, n_frames: int = 60, yaw: float = 30.0, workdir=None) -> Path:
     """An orbit around the reconstructed avatar of ``source``, written as an mp4."""
-    gio.check_writable(out)
+    check_video_output(out, source, animator.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         return gio.write_video(out, animator.orbit(animator.reconstruct(src), src, n_frames, yaw), fps=25)
@@ -118,7 +125,7 @@ def novel_views(source, out, animator: Animator, n_frames: int = 60, yaw: float 
 
 def export_ply(source, out, animator: Animator, workdir=None) -> Path:
     """The reconstructed avatar of ``source`` as a 3D Gaussian splatting PLY."""
-    gio.check_writable(out)
+    gio.check_output(out, inputs=(source, animator.checkpoint), suffixes=(".ply",))
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         return animator.to_ply(animator.reconstruct(src), src, out)
@@ -130,7 +137,7 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
     from gagavatar.data.format import Dataset
 
     out = Path(out)
-    gio.check_writable(out / "reenact.mp4")
+    check_video_output(out / "reenact.mp4", checkpoint, head_model)
     animator = Animator.load(checkpoint, head_model, device="cpu")
     videos = {v.id: v for v in Dataset(bundled(DEMO_DATA)).videos}
     source, driver = videos["source"], videos["driver"]
@@ -148,4 +155,9 @@ def demo(out="demo", checkpoint=None, head_model=None) -> dict[str, Path]:
                                   [seen] + views[::8][:5]],
                                  out / "contact_sheet.png", row_labels=["driver", "avatar", "novel views"],
                                  background=(20, 20, 20))
-    return {"reenact": summary.out, "novel_views": orbit_video, "contact_sheet": sheet}
+    written = {"reenact": summary.out, "novel_views": orbit_video, "contact_sheet": sheet}
+    if animator.head.id == BUNDLED_HEAD_ID:  # the bundled voice speaks the bundled head only
+        speaker = Speaker.load(None, head=animator.head, device="cpu")
+        sentence = gio.read_audio(bundled(DEMO_SENTENCE), speaker.sample_rate)
+        written["speak"] = speak(source.folder, out / "speak.mp4", animator, speaker, sentence).out
+    return written

@@ -12,12 +12,21 @@ class NoFaceError(InputError):
     """The input shows no face the tracker can find (in any frame, or in the source frame)."""
 
 
+class NoSoundError(InputError):
+    """The input has no sound track, or an empty one (a video without audio is fine for tracking)."""
+
+
 class LimitError(InputError):
     """The input is over a size limit (pixels, unpacked bytes, file count): too large to take."""
 
 
 class PathEscapeError(InputError):
     """A path inside an input (an archive member, a dataset index entry, a link) leads out of it."""
+
+
+class NonFiniteError(InputError):
+    """NaN or Inf where numbers must be finite: a tensor of a checkpoint or head model, a rendered
+    frame, a training loss (what a diverged training run leaves); the message names where."""
 
 
 class OutputError(OSError):

@@ -127,6 +127,15 @@ def test_bad_audio_is_one_line(monkeypatch, speaker, tmp_path, content, words):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_without_the_speech_model_it_says_where_to_get_it(tmp_path):
-    result = CliRunner().invoke(app, ["speak", "--source", "x.jpg", "--text", "hi", "--out", str(tmp_path / "t.mp4")])
+def test_without_the_speech_model_a_flame_avatar_is_told_where_to_get_it(flame_animator, pipeline_fixture,
+                                                                         tmp_path):
+    """No --speech-model: the bundled voice speaks the bundled head only; with FLAME, one line."""
+    checkpoint = save(flame_animator.model, tmp_path / "flame.safetensors")
+    voice = gio.write_wav(tmp_path / "voice.wav", speech(1.0))
+    result = CliRunner().invoke(app, ["speak", "--source", str(pipeline_fixture / "source"), "--audio", str(voice),
+                                      "--out", str(tmp_path / "t.mp4"), "--checkpoint", str(checkpoint),
+                                      "--head-model", str(REFERENCE / "pipeline_fixture" / "FLAME_with_eye.pt")])
     assert result.exit_code == 1 and "ARTalk_wav2vec.pt" in result.output and "github.com/xg-chu/ARTalk" in result.output
+    assert not (tmp_path / "t.mp4").exists()
+
+

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gagavatar.errors import InputError
+from gagavatar.errors import InputError, NoSoundError
 from gagavatar.io.ffmpeg import ffmpeg_error, ffmpeg_exe
 
 SPEECH_RATE = 16000  # samples per second (wav2vec 2.0's input)
@@ -20,24 +20,28 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".
 
 def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
     """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
-    (channels averaged, resampled by ffmpeg)."""
+    (channels averaged, resampled by ffmpeg). Sample 0 is the file's time 0, the time of a
+    video's first decoded frame: a sound track that starts late begins with silence, so the
+    sound stays in step with the frames. ``NoSoundError`` when there is no sound."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: audio file not found")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty; give a recording (wav, mp3, m4a, flac)")
+    # aresample first_pts=0: silence before a sound track that starts after time 0 (and gaps filled)
     result = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0",
-                             "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"], capture_output=True)
+                             "-ac", "1", "-ar", str(rate), "-af", "aresample=async=1:first_pts=0",
+                             "-f", "f32le", "-"], capture_output=True)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")
         if "matches no streams" in stderr:  # ffmpeg's own words: the file has no audio stream
-            raise InputError(f"{path}: has no sound track; give a recording (wav, mp3, m4a, flac) or a video "
-                             f"with sound")
+            raise NoSoundError(f"{path}: has no sound track; give a recording (wav, mp3, m4a, flac) or a "
+                               f"video with sound")
         raise InputError(f"{path}: cannot be read as audio ({ffmpeg_error(stderr)}); convert it, e.g. "
                          f"ffmpeg -i IN -ac 1 -ar 16000 OUT.wav")
     samples = np.frombuffer(result.stdout, np.float32).copy()
     if samples.size == 0:
-        raise InputError(f"{path}: the sound track is empty; give a recording with some sound in it")
+        raise NoSoundError(f"{path}: the sound track is empty; give a recording with some sound in it")
     return samples
 
 

@@ -7,7 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
-from gagavatar.errors import InputError
+from gagavatar.errors import InputError, NonFiniteError
 
 
 class TensorFileError(InputError):
@@ -134,12 +134,36 @@ def load_torch_file(path: str | Path):
         raise _not_a_checkpoint(path) from None
 
 
+def check_finite(arrays: dict, where: str | Path) -> dict:
+    """``arrays`` ({name: tensor or numpy array}) when every number in them is finite; else
+    ``NonFiniteError`` naming the first tensor with NaN or Inf (what a diverged training run
+    leaves: such weights render black or NaN images). Tensors named ``*mask*`` may hold -inf."""
+    import numpy as np
+    import torch
+
+    for name, value in arrays.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.detach().cpu().numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
+        if not (isinstance(value, np.ndarray) and value.dtype.kind in "fc"):
+            continue
+        total = value.size
+        if "mask" in name:  # attention masks block with -inf by design (ARTalk's attn_mask, attn_bias_for_masking)
+            bad = int(np.isnan(value).sum() + np.isposinf(value).sum())
+        else:
+            bad = int((~np.isfinite(value)).sum())
+        if bad:
+            raise NonFiniteError(f"{where}: tensor {name} holds {bad} NaN or Inf value(s) of {total}: the file is "
+                                 f"damaged or from a diverged training run; use an earlier checkpoint")
+    return arrays
+
+
 def read_tensor_file(path: str | Path, nested: str | None = "model") -> dict:
     """All tensors {name: Tensor} of a safetensors file or a PyTorch file (``torch.save``;
     loaded with ``weights_only=True``: a pickle that asks for code is refused, never run).
     A PyTorch file holding {``nested``: {name: tensor}, ...} (the released GAGAvatar.pt)
     gives the inner dict. The format is recognised from the content, not the suffix.
-    Errors are one line (``load_torch_file``'s, ``TensorFileError``)."""
+    Errors are one line (``load_torch_file``'s, ``TensorFileError``; a tensor with NaN or Inf:
+    ``NonFiniteError``)."""
     import torch
 
     path = Path(path)
@@ -149,7 +173,7 @@ def read_tensor_file(path: str | Path, nested: str | None = "model") -> dict:
     if _is_safetensors(head):
         from safetensors.torch import load_file
 
-        return _safetensors_call(path, size, lambda: load_file(str(path)))
+        return check_finite(_safetensors_call(path, size, lambda: load_file(str(path))), path)
     if path.suffix == ".safetensors":  # torch.load would hand it to safetensors
         raise _truncated(path, size) if size < 9 else _not_a_checkpoint(path, "not a safetensors file")
     obj = load_torch_file(path)
@@ -159,4 +183,23 @@ def read_tensor_file(path: str | Path, nested: str | None = "model") -> dict:
         kind = f"a {type(obj).__name__}" if not isinstance(obj, dict) else \
             f"a dict of {sorted({type(v).__name__ for v in obj.values()})}" if obj else "an empty dict"
         raise _not_a_checkpoint(path, f"it holds {kind}, not named tensors")
-    return obj
+    return check_finite(obj, path)
+
+
+def write_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Tensors {name: Tensor} and string ``metadata`` to a .safetensors file, atomically (a full
+    disk: one line, the previous file intact)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from gagavatar.io.files import atomic_path, free_bytes
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            if free_bytes(Path(tmp).parent) == 0:  # safetensors reports a full disk as text: atomic_path words it
+                raise OSError(errno.ENOSPC, str(e)) from None
+            raise
+    return Path(path)

@@ -7,7 +7,6 @@ is how every checkpoint (ours or the release) becomes a network.
 """
 from __future__ import annotations
 
-import errno
 import json
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import torch
 from torch import Tensor
 
 from gagavatar.head.model import canonical_head_id
-from gagavatar.io import atomic_path, read_safetensors_metadata, read_tensor_file
-from gagavatar.io.files import free_bytes
+from gagavatar.io import check_finite, read_safetensors_metadata, read_tensor_file, write_safetensors
 from gagavatar.model.config import ModelConfig, paper
 from gagavatar.model.network import GAGAvatar
 from gagavatar.perceptual import PERCEPTUAL_PREFIX  # the released perceptual network keeps its reference names
@@ -69,25 +67,16 @@ def check_head(model, head, what: str = "the checkpoint") -> None:
 def save(model, path: str | Path, info: dict | None = None) -> Path:
     """Write ``model`` (a GAGAvatar) to ``path`` (.safetensors), atomically; ``info`` (JSON) is kept
     in the metadata (e.g. what a personalised model was made from: ``checkpoint_info``)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = dict(model.state_dict())
     if model.perceptual_state:
-        tensors.update({k: v.contiguous().cpu() for k, v in model.perceptual_state.items()})
+        tensors.update(model.perceptual_state)
+    check_finite(tensors, f"the model for {path}")  # never weights that load as black frames
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
     if model.head_id:
         metadata["head_model"] = model.head_id
     if info:
         metadata["info"] = json.dumps(info, sort_keys=True)
-    with atomic_path(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-        except SafetensorError as e:
-            if free_bytes(Path(tmp).parent) == 0:  # safetensors reports a full disk as text: atomic_path words it
-                raise OSError(errno.ENOSPC, str(e)) from None
-            raise
-    return Path(path)
+    return write_safetensors(tensors, path, metadata)
 
 
 def checkpoint_info(path: str | Path) -> dict:

@@ -6,12 +6,12 @@ from gagavatar.reenact.animator import Animator
 from gagavatar.reenact.inputs import (
            BUNDLED_MODEL_NOTE,
            DEFAULT_CHECKPOINT,
-           DEMO_DATA,
+           DEMO_DATA, DEMO_SENTENCE,
            parse_color,
 )
 from gagavatar.reenact.motion import TRANSFER_MODES, Motion, MotionControls, drive
 from gagavatar.reenact.speaker import Speaker
 from gagavatar.tracking.inputs import driver_frames, load_tracked, source_frame
 
-__all__ = ["Animator", "BUNDLED_MODEL_NOTE", "DEFAULT_CHECKPOINT", "DEMO_DATA", "Motion", "MotionControls", "Speaker",
+__all__ = ["Animator", "BUNDLED_MODEL_NOTE", "DEFAULT_CHECKPOINT", "DEMO_DATA", "DEMO_SENTENCE", "Motion", "MotionControls", "Speaker",
            "TRANSFER_MODES", "bundled", "drive", "driver_frames", "load_tracked", "parse_color", "source_frame"]

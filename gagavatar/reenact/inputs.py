@@ -14,6 +14,7 @@ BUNDLED_MODEL_NOTE = (
     "blurry and unlike the person. For real results use the released GAGAvatar.pt + FLAME 2020 (README: 'Using the "
     "released GAGAvatar checkpoint'), or personalise it on a video of the person: gagavatar personalize --video CLIP")
 DEMO_DATA = "demo/clips"  # bundled tracked clips: video "source" (1 frame) and "driver"
+DEMO_SENTENCE = "speech/demo_sentence.wav"  # espeak-ng, a voice the bundled speech model never heard
 
 
 def is_bundled_model(checkpoint) -> bool:

@@ -2,7 +2,7 @@
 the frames that drive one source, through the same motion controls as a video driver.
 
     animator = Animator.load("GAGAvatar.pt", "generic_model.pkl")     # FLAME: the speech model's head
-    speaker = Speaker.load("ARTalk_wav2vec.pt")
+    speaker = Speaker.load("ARTalk_wav2vec.pt")       # None: the bundled voice (for the bundled head)
     frames, vertices = speaker.drive(source, read_audio("voice.wav"), animator.head)
     video = animator.render(avatar, frames, vertices=vertices)        # 25 frames per second of audio
 
@@ -18,15 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gagavatar.assets import bundled
 from gagavatar.data.format import VideoRecord
 from gagavatar.data.frame import FrameParams
 from gagavatar.errors import InputError
-from gagavatar.head import BUNDLED_HEAD_ID
+from gagavatar.head import BUNDLED_HEAD_ID, canonical_head_id
 from gagavatar.reenact.motion import Motion, MotionControls
 from gagavatar.system import default_device
 from gagavatar.tracking.inputs import source_frame
 
 FLAME_VERTICES = 5023
+BUNDLED_VOICE = "speech/tiny_voice.safetensors"  # in gagavatar/assets: the demonstration voice
+BUNDLED_VOICE_NOTE = ("speaking with the bundled demonstration voice: a tiny speech model trained on synthetic "
+                      "espeak-ng speech for the bundled head; for real faces use ARTalk's model "
+                      "(--speech-model ARTalk_wav2vec.pt) with FLAME and GAGAvatar.pt")
 
 
 class Speaker:
@@ -39,16 +44,26 @@ class Speaker:
         self.model, self.style, self.fix_pose = model.eval(), style, fix_pose
 
     @classmethod
-    def load(cls, speech_model=None, style=None, fix_pose: bool = False, device=None) -> "Speaker":
-        """ARTalk_wav2vec.pt (``speech_model``; there is no bundled one yet: None is one line
-        saying where to get it) and a style motion file (``style``)."""
+    def load(cls, speech_model=None, style=None, fix_pose: bool = False, device=None, head=None) -> "Speaker":
+        """A speech model file (ARTalk_wav2vec.pt, or one ``train-speech`` made) and a style
+        motion file (``style``). ``speech_model`` None: the bundled demonstration voice when
+        ``head`` is the bundled head (or not given), else one line saying where to get ARTalk's."""
         from gagavatar.speech.weights import WHERE_TO_GET, load_speech_model, load_style_motion
 
         if speech_model is None:
-            raise FileNotFoundError("speaking needs ARTalk's speech model: give --speech-model ARTalk_wav2vec.pt; "
-                                    + WHERE_TO_GET.format(name="ARTalk_wav2vec.pt"))
+            if head is not None and canonical_head_id(head.id) != BUNDLED_HEAD_ID:
+                raise FileNotFoundError(f"speaking with the head model {head.id} needs a speech model for it: give "
+                                        f"--speech-model ARTalk_wav2vec.pt (FLAME); "
+                                        + WHERE_TO_GET.format(name="ARTalk_wav2vec.pt"))
+            speech_model = bundled(BUNDLED_VOICE)
         model = load_speech_model(speech_model, device=default_device(device))
-        return cls(model, None if style is None else load_style_motion(style), fix_pose)
+        style = None if style is None else load_style_motion(style, model.config.motion_dim)
+        return cls(model, style, fix_pose)
+
+    @property
+    def is_bundled(self) -> bool:
+        """The bundled demonstration voice (trained on espeak-ng speech, for the bundled head)."""
+        return self.model.config.name == "tiny" and self.model.config.head == BUNDLED_HEAD_ID
 
     @property
     def fps(self) -> float:
@@ -59,11 +74,17 @@ class Speaker:
         return int(self.model.config.sample_rate)
 
     def check_head(self, head) -> None:
-        """The speech model speaks FLAME's expression space: refuse any other head in one line."""
-        if head.id == BUNDLED_HEAD_ID or head.n_vertices != FLAME_VERTICES:
-            raise InputError(f"the speech model drives FLAME ({FLAME_VERTICES} vertices, FLAME's expressions), not "
-                             f"the head model {head.id}: give --head-model generic_model.pkl (FLAME 2020) with a "
-                             f"checkpoint trained on it (the released GAGAvatar.pt)")
+        """The motion is in one head model's expression space (``config.head``): refuse any
+        other head in one line. "flame" (ARTalk's release) takes any FLAME-layout file."""
+        speaks = self.model.config.head
+        if speaks == "flame":
+            if head.id == BUNDLED_HEAD_ID or head.n_vertices != FLAME_VERTICES:
+                raise InputError(f"the speech model drives FLAME ({FLAME_VERTICES} vertices, FLAME's expressions), "
+                                 f"not the head model {head.id}: give --head-model generic_model.pkl (FLAME 2020) "
+                                 f"with a checkpoint trained on it (the released GAGAvatar.pt)")
+        elif canonical_head_id(speaks) != canonical_head_id(head.id):
+            raise InputError(f"the speech model was trained on the head model {speaks}, not {head.id}: give the "
+                             f"--head-model it was trained on, or a speech model trained on {head.id}")
 
     @torch.no_grad()
     def motion(self, audio: np.ndarray) -> torch.Tensor:

@@ -12,16 +12,18 @@ that drives a GAGAvatar avatar with it.
 
 One concept a module: ``wav2vec`` (the audio front end), ``style`` (style encoder),
 ``codec`` (the motion codec, bits <-> motion), ``generator`` (the AdaLN generator, chunked
-inference, ``SpeechModel``), ``postprocess`` (smoothing, motion -> FrameParams, forehead),
-``weights`` (the released files), ``config``; ``parity`` checks it
+inference, ``SpeechModel``), ``postprocess`` (smoothing, motion <-> FrameParams, forehead),
+``weights`` (the released files), ``config``; ``data`` (talking clips: sound + motion, aligned
+windows), ``face_regions`` (lips, upper face, mouth opening) and ``evaluate`` (``eval-speech``:
+lip vertex error and the rest, beside trivial baselines); ``parity`` checks it
 all against the reference's numbers (``python -m gagavatar.speech.parity DIR``).
 """
 from gagavatar.speech.config import PRESETS, SpeechConfig, paper, preset_config
 from gagavatar.speech.generator import SpeechModel
-from gagavatar.speech.postprocess import (FOREHEAD_VERTICES, head_rotation_to_reference, motion_frames,
-                                          motion_vertices, smooth_forehead, smooth_motion)
+from gagavatar.speech.postprocess import (FOREHEAD_VERTICES, frames_motion, head_rotation_to_reference,
+                                          motion_frames, motion_vertices, smooth_forehead, smooth_motion)
 from gagavatar.speech.weights import SpeechWeightsError, load_speech_model, load_style_motion
 
 __all__ = ["FOREHEAD_VERTICES", "PRESETS", "SpeechConfig", "SpeechModel", "SpeechWeightsError",
-           "head_rotation_to_reference", "load_speech_model", "load_style_motion", "motion_frames",
+           "frames_motion", "head_rotation_to_reference", "load_speech_model", "load_style_motion", "motion_frames",
            "motion_vertices", "paper", "preset_config", "smooth_forehead", "smooth_motion"]

@@ -58,6 +58,57 @@ def quantize(features: Tensor, scales: tuple[int, ...]) -> Tensor:
     return torch.cat(bits, dim=1)
 
 
+def quantize_for_training(features: Tensor, scales: tuple[int, ...], inv_temperature: float = 100.0
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``quantize`` with gradients (training the codec): features [B, T, C] ->
+    (codes summed over scales [B, T, C], straight-through to the features; bits [B, sum, C];
+    commitment loss; entropy penalty), the losses averaged over scales.
+
+    BSQ's losses: commitment = |code - z|^2 per token; entropy penalty = (mean per-token
+    entropy - entropy of the mean code) / inv_temperature, soft bits p = sigmoid(-4 z sqrt(C)
+    x inv_temperature / C): confident bits, all codes used."""
+    T, C = features.shape[1], features.shape[2]
+    residual, total, bits, commit, entropy = features, 0.0, [], 0.0, 0.0
+    plogp = lambda p: -(p * torch.log(p + 1e-8)).sum(-1)  # noqa: E731  entropy of [..., 2]
+    for length in scales:
+        z = F.normalize(area(residual, length), dim=-1)
+        code = torch.where(z > 0, 1.0, -1.0).to(z) / math.sqrt(C)
+        commit = commit + ((code - z) ** 2).sum(-1).mean()
+        p = torch.sigmoid(-4 * z / math.sqrt(C) * inv_temperature)
+        prob = torch.stack([p, 1 - p], -1)  # [B, t, C, 2]
+        entropy = entropy + (plogp(prob).sum(-1).mean() - plogp(prob.mean(dim=(0, 1))).sum()) / inv_temperature
+        code = z + (code - z).detach()  # straight-through
+        bits.append((code > 0).long())
+        up = upsample(code, T)
+        total = total + up
+        residual = residual - up.detach()
+    return total, torch.cat(bits, dim=1), commit / len(scales), entropy / len(scales)
+
+
+def teacher_bits(features: Tensor, scales: tuple[int, ...], flip_ratio: float = 0.0,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Targets and inputs for training the generator by teacher forcing: features [B, T, C] ->
+    (target bits, input bits), each [B, sum(scales), C].
+
+    Up to ``flip_ratio`` of each coarser scale's bits are flipped in the input (a ratio
+    drawn per scale, as the reference's trainer does) and every finer scale's target is
+    the quantisation of what the FLIPPED codes leave: the generator learns to correct
+    its own mistakes instead of trusting them."""
+    T, C = features.shape[1], features.shape[2]
+    residual, targets, inputs = features, [], []
+    for s, length in enumerate(scales):
+        z = F.normalize(area(residual, length), dim=-1)
+        bits = (z > 0).long()
+        targets.append(bits)
+        if s < len(scales) - 1 and flip_ratio > 0:
+            ratio = torch.randint(0, int(100 * flip_ratio) + 1, (), generator=generator).item() / 100
+            flip = torch.rand(bits.shape, generator=generator) < ratio
+            bits = torch.where(flip.to(bits.device), 1 - bits, bits)
+        inputs.append(bits)
+        residual = residual - upsample(bits_to_codes(bits, C, features.dtype), T)
+    return torch.cat(targets, dim=1), torch.cat(inputs, dim=1)
+
+
 def split_scales(bits: Tensor, scales: tuple[int, ...]) -> list[Tensor]:
     """Bits [B, sum(scales[:k]), C] -> per-scale pieces (the first k scales)."""
     pieces, start = [], 0

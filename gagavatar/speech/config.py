@@ -18,7 +18,9 @@ class SpeechConfig:
     Timing: ``sample_rate`` Hz of mono audio in, ``fps`` motion frames per second out;
       one chunk = ``scales[-1]`` motion frames (4 s at the defaults).
     Motion: ``motion_dim`` = 100 expression + 3 head rotation + 3 jaw (SPEC §11).
-    Audio front end (wav2vec 2.0 layout): ``conv_channels`` / ``conv_kernels`` /
+    Audio front end: ``audio_frontend`` "wav2vec2" (the release) or "mel" (``frontend.MelFrontend``:
+      ``n_mels`` log-mel bands every 20 ms, ``audio_depth`` residual convs of width ``audio_width``;
+      light enough to train on a CPU). wav2vec 2.0 layout: ``conv_channels`` / ``conv_kernels`` /
       ``conv_strides`` of the feature extractor (one conv, LayerNorm, GELU each);
       ``audio_width`` (the feature size the generator is conditioned on),
       ``audio_depth`` pre-LN layers of ``audio_heads`` heads and ``audio_ff`` hidden units;
@@ -30,6 +32,11 @@ class SpeechConfig:
       per chunk).
     Generator: ``width`` / ``depth`` / ``heads`` AdaLN blocks (MLP ``mlp_ratio`` x width),
       ``prev_ratio`` previous chunks each chunk attends to.
+
+    Head: ``head`` names the head model whose expression space the motion is in: "flame"
+      (ARTalk's release: any FLAME-layout file, 5023 vertices) or a recorded head id
+      (``HeadModel.id``, e.g. the bundled head's "synthetic-flame-v1"); a Speaker refuses
+      any other head.
 
     Reference quirks (``paper`` keeps them):
       style_pe_row          True: ONE sinusoid row ``pe[T]`` (T = style length) is added
@@ -43,7 +50,10 @@ class SpeechConfig:
     sample_rate: int = 16_000
     fps: int = 25
     motion_dim: int = 106
+    head: str = "flame"
     # audio front end (wav2vec 2.0 XLS-R 300M)
+    audio_frontend: str = "wav2vec2"
+    n_mels: int = 40
     conv_channels: tuple[int, ...] = (512,) * 7
     conv_kernels: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
     conv_strides: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
@@ -99,7 +109,24 @@ def paper() -> SpeechConfig:
     return SpeechConfig()
 
 
-PRESETS = {"paper": paper}
+def tiny() -> SpeechConfig:
+    """A model that trains on 2 CPU cores in minutes: the same generator, codec and chunking
+    (4 s chunks, scales 1..100), every part narrow, and a log-mel front end in place of
+    wav2vec 2.0 (0.3 M parameters in all, against 490 M). Its motion is the bundled
+    head's: 17 named expressions + head rotation + jaw (23); ``replace(head=..., motion_dim=...)``
+    for another head."""
+    from gagavatar.head import BUNDLED_HEAD_ID
+    from gagavatar.synthetic.basis_names import EXPRESSIONS
+
+    return SpeechConfig(
+        name="tiny", motion_dim=len(EXPRESSIONS) + 6, head=BUNDLED_HEAD_ID,
+        audio_frontend="mel", n_mels=40, audio_width=96, audio_depth=3,
+        style_width=48, style_depth=1, style_heads=4, style_ff=96,
+        code_dim=16, codec_width=96, codec_depth=2, codec_heads=4,
+        width=96, depth=3, heads=4, mlp_ratio=3.0, style_pe_row=False)
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
 
 
 def preset_config(name: str) -> SpeechConfig:

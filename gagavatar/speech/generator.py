@@ -20,6 +20,7 @@ One chunk = 100 motion frames = 4 s of audio. For each chunk:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +111,27 @@ def generator_mask(scales: tuple[int, ...], prev_ratio: int) -> tuple[Tensor, Te
     return torch.cat([torch.zeros(L, L * prev_ratio), causal], dim=1)[None, None], level[None]
 
 
+def audio_frontend(config: SpeechConfig) -> nn.Module:
+    """The configured audio front end: audio [B, N] -> features [B, T, audio_width]."""
+    if config.audio_frontend == "wav2vec2":
+        return Wav2Vec2(config)
+    if config.audio_frontend == "mel":
+        from gagavatar.speech.frontend import MelFrontend
+
+        return MelFrontend(config)
+    raise ValueError(f"unknown audio front end {config.audio_frontend!r}: choose wav2vec2 or mel")
+
+
+class ChunkContext(NamedTuple):
+    """What a chunk is generated from besides its audio: the style token [B, 1, W], the
+    previous chunk's bits [B, chunk_frames, code_dim] (the codec decodes [previous | this])
+    and its tokens [B, prev_ratio x sum(scales), W]."""
+
+    style: Tensor
+    prev_bits: Tensor
+    prev_tokens: Tensor
+
+
 class SpeechModel(nn.Module):
     """ARTalk's inference model; module names are the release's (``load_state_dict`` strict).
 
@@ -131,7 +153,7 @@ class SpeechModel(nn.Module):
         self.vqfeat_embed = nn.Linear(c.code_dim, W)
         self.style_encoder = StyleEncoder(c)
         self.style_cond_embed = nn.Linear(c.style_width, W)
-        self.audio_encoder = Wav2Vec2(c)
+        self.audio_encoder = audio_frontend(c)
         self.attn_blocks = nn.ModuleList(AdaLNBlock(W, c.audio_width, c.heads, c.mlp_ratio) for _ in range(c.depth))
         self.cond_logits_head = AdaLNHead(W, c.audio_width)
         self.logits_head = nn.Linear(W, 2 * c.code_dim)
@@ -200,24 +222,39 @@ class SpeechModel(nn.Module):
                 tokens = torch.cat([style, self.vqfeat_embed(self.basic_vae.next_scale_inputs(bits))], dim=1)
         return bits
 
+    def first_context(self, style_motion: Tensor | None, batch: int, like: Tensor) -> ChunkContext:
+        """The context of the first chunk: the style token and zero motion as the "previous
+        chunk" (``like``: a tensor of the model's dtype and device)."""
+        c = self.config
+        style = self.style_condition(style_motion, batch)
+        prev_bits = self.basic_vae.encode(like.new_zeros(batch, c.chunk_frames, c.motion_dim))
+        prev_tokens = self.known_chunk_tokens(prev_bits, style).repeat(1, c.prev_ratio, 1)
+        return ChunkContext(style, prev_bits, prev_tokens)
+
+    def motion_chunk(self, features: Tensor, context: ChunkContext,
+                     record: list | None = None) -> tuple[Tensor, ChunkContext]:
+        """One chunk's features [B, T, D] -> (its motion [B, chunk_frames, motion_dim], the next
+        chunk's context). ``generate`` runs it over every chunk; ``stream.SpeechStream`` as each
+        chunk's audio arrives."""
+        c = self.config
+        prev_level_pos = self.lvl_embed(self.lvl_idx).repeat(1, c.prev_ratio, 1) + self.prev_pos_embed
+        bits = self.generate_chunk(self.audio_condition(features), context.style,
+                                   context.prev_tokens + prev_level_pos, record)
+        motion = self.basic_vae.decode(context.prev_bits, bits)
+        # the next chunk's previous state: this motion re-encoded (not the predicted bits)
+        prev_bits = self.basic_vae.encode(motion)
+        prev_tokens = torch.cat([context.prev_tokens[:, c.tokens:], self.known_chunk_tokens(prev_bits, context.style)],
+                                dim=1)
+        return motion, ChunkContext(context.style, prev_bits, prev_tokens)
+
     def motions_from_features(self, features: list[Tensor], frames: int, style_motion: Tensor | None = None,
                               record: list | None = None) -> Tensor:
         """Chunk features (``encode_audio``) -> motion [B, frames, motion_dim] (before smoothing)."""
-        c = self.config
-        B = features[0].shape[0]
-        style = self.style_condition(style_motion, B)
-        prev_level_pos = self.lvl_embed(self.lvl_idx).repeat(1, c.prev_ratio, 1) + self.prev_pos_embed
-        zero = features[0].new_zeros(B, c.chunk_frames, c.motion_dim)
-        prev_bits = self.basic_vae.encode(zero)
-        prev_tokens = self.known_chunk_tokens(prev_bits, style).repeat(1, c.prev_ratio, 1)
+        context = self.first_context(style_motion, features[0].shape[0], features[0])
         motions = []
         for chunk in features:
-            bits = self.generate_chunk(self.audio_condition(chunk), style, prev_tokens + prev_level_pos, record)
-            motion = self.basic_vae.decode(prev_bits, bits)
+            motion, context = self.motion_chunk(chunk, context, record)
             motions.append(motion)
-            # the next chunk's previous state: this motion re-encoded (not the predicted bits)
-            prev_bits = self.basic_vae.encode(motion)
-            prev_tokens = torch.cat([prev_tokens[:, c.tokens:], self.known_chunk_tokens(prev_bits, style)], dim=1)
         return torch.cat(motions, dim=1)[:, :frames]
 
     @torch.no_grad()

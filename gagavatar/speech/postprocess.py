@@ -2,10 +2,11 @@
 
     motion = smooth_motion(model.generate(audio, style))     # [F, 106], 25 fps
     frames = motion_frames(motion, source)                   # FrameParams, F frames
+    motion = frames_motion(tracked_frames)                   # and back: a tracked video's motion
     points = motion_vertices(frames, head)                   # [F, 5023, 3], forehead smoothed
 
-Motion vector: [0:100] expression, [100:103] head rotation (axis-angle, EMICA's
-convention), [103:106] jaw pose. The head itself stays canonical (global, neck and eye
+Motion vector [D]: [0:D-6] expression, [D-6:D-3] head rotation (axis-angle, EMICA's
+convention), [D-3:D] jaw pose; ARTalk's release: D = 106 (100 FLAME expressions). The head itself stays canonical (global, neck and eye
 poses zero, the source's shape) and the head rotation becomes the camera's, as the
 reference tracker puts head pose in the camera (SPEC §1, §9).
 """
@@ -16,11 +17,12 @@ import torch
 from torch import Tensor
 
 from gagavatar.data.frame import FrameParams
-from gagavatar.geometry import Camera, axis_angle_to_matrix, reference_to_viewmat
+from gagavatar.geometry import Camera, axis_angle_to_matrix, matrix_to_axis_angle, reference_to_viewmat
 
-EXPRESSION = slice(0, 100)
-HEAD_ROTATION = slice(100, 103)
-JAW = slice(103, 106)
+# Counted from the end, so any expression count has the same layout (106: 0:100, 100:103, 103:106).
+EXPRESSION = slice(0, -6)
+HEAD_ROTATION = slice(-6, -3)
+JAW = slice(-3, None)
 
 # FLAME vertex ids of the forehead and scalp above it, smoothed over time so the hairline
 # does not shimmer: the 68 ``forehead_indices`` of ARTalk's GAGAvatar glue (xg-chu/ARTalk,
@@ -45,7 +47,7 @@ def _savgol(x: np.ndarray, window: int, order: int) -> np.ndarray:
 
 
 def smooth_motion(motion: Tensor, fix_pose: bool = False) -> Tensor:
-    """The demo engine's post-processing of motion [F, 106] (a new tensor, same dtype/device).
+    """The demo engine's post-processing of motion [F, D] (a new tensor, same dtype/device).
 
     Savitzky-Golay over time (window 5, order 2; the head rotation window 9, order 3), then
     the jaw's 2nd and 3rd components zeroed; ``fix_pose`` also zeroes the head rotation.
@@ -55,7 +57,7 @@ def smooth_motion(motion: Tensor, fix_pose: bool = False) -> Tensor:
     out[:, HEAD_ROTATION] = _savgol(x[:, HEAD_ROTATION], 9, 3)
     if fix_pose:
         out[:, HEAD_ROTATION] = 0.0
-    out[:, JAW.start + 1:JAW.stop] = 0.0
+    out[:, JAW.start + 1:] = 0.0
     return torch.from_numpy(np.ascontiguousarray(out)).to(motion)
 
 
@@ -71,9 +73,9 @@ def head_rotation_to_reference(rotation: Tensor) -> Tensor:
 
 
 def motion_frames(motion: Tensor, source: FrameParams) -> FrameParams:
-    """Motion [F, 106] + the source frame (one frame) -> F frames to drive the source's avatar.
+    """Motion [F, D] + the source frame (one frame) -> F frames to drive the source's avatar.
 
-    shape: the source's; expression = motion[:100]; jaw = motion[103:106]; global, neck and
+    shape: the source's; expression = motion[:D-6]; jaw = motion[D-3:]; global, neck and
     eye poses zero; translation: the source's (zero for the reference tracker's frames);
     camera: the source's intrinsics, image size and reference translation, its rotation
     from the head rotation (``head_rotation_to_reference``)."""
@@ -91,6 +93,24 @@ def motion_frames(motion: Tensor, source: FrameParams) -> FrameParams:
                        global_pose=zeros, neck_pose=zeros.clone(), jaw_pose=motion[:, JAW].clone(),
                        eye_pose=motion.new_zeros(F, 6), translation=source.translation.expand(F, 3).clone(),
                        camera=camera)
+
+
+def frames_motion(frames: FrameParams, expression_dims: int = 100) -> Tensor:
+    """Tracked frames -> motion [F, expression_dims + 6]: the inverse of ``motion_frames``
+    (what a speech model learns from a tracked talking video).
+
+    expression: the frames' first ``expression_dims`` coefficients (zero-padded when they have
+    fewer); head rotation: the camera's rotation read back through ``head_rotation_to_reference``,
+    with the frames' global pose folded in (this project's tracker leaves it zero; the reference
+    tracker's files hold small ones; its pivot, the root joint, is not kept); jaw: the jaw pose.
+    Shape, translation, neck and eye poses are not part of the motion."""
+    expression = frames.expression[:, :expression_dims]
+    expression = torch.nn.functional.pad(expression, (0, expression_dims - expression.shape[1]))
+    # X_cam = X_world R + T with X_world = X R_global^T (row vectors): the head's own rotation is R_global^T R
+    R = axis_angle_to_matrix(frames.global_pose).transpose(-1, -2) @ frames.camera.to_reference()[:, :, :3]
+    flip = R.new_tensor([-1.0, 1.0, -1.0])
+    rotation = matrix_to_axis_angle(R.transpose(-1, -2) * flip) * flip  # head_rotation_to_reference, undone
+    return torch.cat([expression, rotation, frames.jaw_pose], -1)
 
 
 def smooth_forehead(vertices: Tensor, indices=FOREHEAD_VERTICES, weight: float = 0.02) -> Tensor:

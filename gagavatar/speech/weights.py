@@ -1,7 +1,11 @@
-"""Loading ARTalk's released files: the model ``ARTalk_wav2vec.pt`` and style motions.
+"""Speech-model files: ARTalk's release (``ARTalk_wav2vec.pt``, style motions) and our own.
 
     model = load_speech_model("ARTalk_wav2vec.pt")            # SpeechModel, eval, float32
+    model = load_speech_model("speech_model.safetensors")     # trained here (train-speech): config inside
     style = load_style_motion("style_motion/natural_0.pt")    # [50, 106]
+    save_speech_model(model, "voice.safetensors")
+
+Our files are safetensors with the ``SpeechConfig`` (its head model too) as JSON metadata.
 
 Both are read with ``weights_only=True`` (``gagavatar.io.load_torch_file``): a truncated
 file or a pickle that asks for code is one line. A file with missing, unexpected or
@@ -10,6 +14,8 @@ with another SHA-256 is warned about (``known_files.check_release``).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -70,12 +76,46 @@ def model_from_state(state: dict[str, Tensor], config: SpeechConfig | None = Non
     return model.to(device=device, dtype=dtype).eval()
 
 
+FORMAT = "gagavatar-speech"
+
+
+def save_speech_model(model: SpeechModel, path: str | Path) -> Path:
+    """``model`` as a .safetensors file (atomic) that ``load_speech_model`` reads back."""
+    from gagavatar.io import write_safetensors
+
+    config = json.dumps(dataclasses.asdict(model.config))
+    return write_safetensors(model.state_dict(), path, {"format": FORMAT, "config": config,
+                                                        "head_model": model.config.head})
+
+
+def _our_config(path: Path) -> SpeechConfig | None:
+    """The config of a file ``save_speech_model`` wrote; None for any other file."""
+    from gagavatar.io import read_safetensors_metadata
+
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":  # not safetensors: a length (u64) then a JSON header
+        return None
+    metadata = read_safetensors_metadata(path)
+    if metadata.get("format") != FORMAT:
+        return None
+    fields = json.loads(metadata["config"])
+    known = {f.name for f in dataclasses.fields(SpeechConfig)}
+    return SpeechConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
+
+
 def load_speech_model(path: str | Path, config: SpeechConfig | None = None, device="cpu",
                       dtype: torch.dtype | None = torch.float32) -> SpeechModel:
-    """ARTalk_wav2vec.pt (a plain state dict, SPEC §11) -> ``SpeechModel`` in eval mode."""
+    """ARTalk_wav2vec.pt (a plain state dict, SPEC §11) or a file ``save_speech_model`` wrote
+    (its own config) -> ``SpeechModel`` in eval mode."""
+    from gagavatar.io import read_tensor_file
+
     path = Path(path)
     if not path.is_file():
         raise _missing(path, KNOWN_FILES["speech_model"].filename)
+    ours = _our_config(path)
+    if ours is not None:
+        return model_from_state(read_tensor_file(path), ours, path, device, dtype)
     check_release(path, "speech_model")
     state = load_torch_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -98,7 +98,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
           reference_format: bool = False, video_id: str | None = None, split: str = "train",
           identity: str | None = None, overlay: bool = True, frame_format: str = "jpg",
           fit_config: FitConfig | None = None, box_smoothing: float | None = None, max_frames: int | None = None,
-          progress: bool = True) -> TrackSummary:
+          progress: bool = True, decode_fps: float | None = None) -> TrackSummary:
     """Track ``input`` (image, folder of images, or video) into the dataset ``out_dir``.
 
     head_model: a ``HeadModel`` with a MediaPipe landmark embedding (default: the
@@ -108,9 +108,11 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     smoothed.pkl and img_lmdb into out_dir. box_smoothing: EMA weight of a new
     frame's head box (default: 0.03 for videos as the reference; 1, i.e. none,
     for images and folders, as the reference's frame-folder script).
-    max_frames: track only the first frames (a quick look at a long video).
+    max_frames: track only the first frames (a quick look at a long video). decode_fps: decode a video at
+    this rate (default: its own average rate; a variable-rate clip is resampled on its timestamps).
     identity: the person (default: the video id); ``split`` follows it in a dataset.
-    Frames without a face are kept (valid=False) and reported, not fatal.
+    Frames without a face are kept (valid=False) and reported, not fatal. A video's sound is
+    kept as audio.wav (16 kHz mono, aligned to the tracked frames; docs/data-format.md).
     """
     from gagavatar.head import HeadModel
 
@@ -118,14 +120,13 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     source = Path(input)
     if not source.exists():
         raise gio.InputError(f"{source}: no such file or folder")
-    if size < 64 or size % 2:
-        raise ValueError(f"size={size}: use an even size of at least 64 (the released model uses 512)")
+    framing.check_crop_size(size)
     smoothing.weights_for(smooth)  # validates the strength early
     is_video = source.is_file() and gio.is_video(source)
     if source.is_file() and not is_video and not gio.is_image(source):
         raise gio.InputError(f"{source}: not an image ({', '.join(gio.IMAGE_EXTENSIONS)}) or video "
                              f"({', '.join(gio.VIDEO_EXTENSIONS)}) file")
-    info = gio.video_info(source) if is_video else None
+    info = gio.video_info(source, decode_fps) if is_video else None
     fps = info.fps if is_video else 25.0
     total = info.n_frames if is_video else len(gio.frame_names(source) or [])
     total = total if max_frames is None else min(total, max_frames)
@@ -133,7 +134,8 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     head = head_model if head_model is not None else HeadModel.default()
     config = fit_config or FitConfig()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    made_from = _check_same_clip(out_dir / video_id, source)
+    staged = gio.staging_folder(out_dir / video_id)  # built aside, swapped in whole at the end
     seconds = {"landmarks": 0.0, "framing": 0.0, "writing": 0.0}
 
     # ---- 1. landmarks and framing, streaming over the frames
@@ -142,7 +144,8 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     framer = framing.Framer(segmenter, size, box_smoothing if box_smoothing is not None
                             else (framing.BOX_EMA if is_video else 1.0))
     writer = VideoWriter(out_dir, video_id, identity=identity or video_id, split=split, width=size, height=size,
-                         head_model=head.id, frame_format=frame_format, fps=fps, source=source.name)
+                         head_model=head.id, frame_format=frame_format, fps=fps, source=source.name, path=staged.name)
+    writer.info.path = video_id  # written in the staging folder, recorded where it will be
     lmdb = (refmt.LmdbImageWriter(out_dir / "img_lmdb", max(total, 1), size, video=video_id)
             if reference_format else None)
     crop_boxes, head_boxes, lmk_crop, n_faces, valid = [], [], [], [], []
@@ -150,7 +153,7 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     last_box = None
     bar = _progress(total or None, f"track {video_id}", progress)
     try:
-        frames = gio.iter_video(source) if is_video else gio.iter_frames(source)  # a video reports a damaged end
+        frames = gio.iter_video(source, decode_fps) if is_video else gio.iter_frames(source)  # a video reports a damaged end
         for frame in frames:
             if max_frames is not None and n >= max_frames:
                 break
@@ -213,9 +216,9 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
     params, extra = _params(head, fit, valid, valid_idx, smooth, size, np.array(crop_boxes),
                             np.array(head_boxes), lmk_crop)
     t0 = time.perf_counter()
-    writer.close(params)
-    update_index(out_dir)
-    np.savez(writer.folder / TRACKING_FILE, **extra)
+    audio, sound_warning = _sound(source, n, fps) if is_video else (None, None)
+    writer.close(params, audio)
+    np.savez(writer.folder / TRACKING_FILE, **extra, source_sha256=made_from)
     seconds["writing"] += time.perf_counter() - t0
 
     summary = TrackSummary(video_id, out_dir, writer.folder, n, int(valid.sum()),
@@ -224,6 +227,8 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
                            mean_error_px=float(fit.error_px.mean()) if fit is not None else float("nan"))
     if is_video and frames.warning():
         summary.warnings.append(frames.warning())  # the frames that decoded are tracked; the rest is named
+    if sound_warning:
+        summary.warnings.append(sound_warning)
 
     # ---- 4. the reference tracker's layout
     if lmdb is not None:
@@ -237,9 +242,44 @@ def track(input: str | Path, out_dir: str | Path, head_model=None, size: int = 5
         t0 = time.perf_counter()
         summary.overlay = _write_overlay(writer.folder, head, params, extra, valid, fps, is_video or n > 1, progress)
         seconds["overlay"] = time.perf_counter() - t0
+    summary.video_dir = gio.swap_in(staged, out_dir / video_id)  # complete: it replaces any earlier one whole
+    if summary.overlay is not None:
+        summary.overlay = summary.video_dir / summary.overlay.name
+    update_index(out_dir)
     seconds["total"] = time.perf_counter() - t_start
     summary.seconds = seconds
     return summary
+
+
+def _check_same_clip(folder: Path, source: Path) -> str:
+    """The input's fingerprint; refused when ``folder`` holds the tracking of another clip of the
+    same name (re-tracking the same clip replaces it: never frames of one beside parameters of
+    the other)."""
+    made_from = gio.fingerprint(source)
+    try:
+        with np.load(folder / TRACKING_FILE) as f:
+            before = str(f["source_sha256"]) if "source_sha256" in f else None
+    except (OSError, ValueError):
+        return made_from  # nothing tracked there yet (or not by this version): replaced whole
+    if before is not None and before != made_from:
+        raise gio.OutputError(f"{folder} holds the tracking of another clip named {folder.name} (a different file "
+                              f"from {source}): choose another --out, or delete {folder} to track this one there")
+    return made_from
+
+
+def _sound(source: Path, n_frames: int, fps: float) -> tuple[np.ndarray | None, str | None]:
+    """The video's sound for its first ``n_frames`` frames (the ones tracked): float32 [N] at
+    16 kHz from frame 0's time, cut or padded to the frames; None without a sound track, and
+    a warning when the track is there but cannot be decoded (the frames are tracked anyway)."""
+    from gagavatar.data.format import fit_to_frames
+    from gagavatar.errors import NoSoundError
+
+    try:
+        return fit_to_frames(gio.read_audio(source), n_frames, fps), None
+    except NoSoundError:
+        return None, None  # a silent clip is fine: video.json says it has no audio
+    except gio.InputError as e:
+        return None, f"its sound was not kept: {e}"
 
 
 def _params(head, fit: FitResult | None, valid, valid_idx, smooth, size, crop_boxes, head_boxes, lmk_crop):

@@ -32,8 +32,10 @@ from gagavatar.head import load_head_model
 from gagavatar.io import atomic_path, output_errors, remove_stale_temps
 from gagavatar.train.losses import GAGAvatarLoss, LossConfig
 from gagavatar.train.sampler import StepBatchSampler
-from gagavatar.train.state import (clear_run, latest_checkpoint, read_training_state, restore_training_state,
-                                   resume_checkpoint, run_files, save_training_state, set_aside, truncate_metrics)
+from gagavatar.errors import NonFiniteError
+from gagavatar.train.state import (RUN_MARKER, clear_run, is_run, latest_checkpoint, mark_run, read_training_state,
+                                   restore_training_state, resume_checkpoint, run_files, save_training_state,
+                                   set_aside, truncate_metrics)
 
 console = Console()
 
@@ -110,6 +112,10 @@ class TrainConfig:
             raise ValueError(f"--max-minutes must be a positive number, got {self.max_minutes}")
         if self.frames is not None and not (0 <= self.frames[0] < self.frames[1]):
             raise ValueError(f"--frames START:STOP needs 0 <= START < STOP, got {self.frames}")
+        if self.model:  # a bad --model KEY=VALUE fails here, before the run folder is touched
+            from gagavatar.model.config import preset_config
+
+            preset_config(self.preset or "tiny", **self.model)
         if self.init is not None and (self.model or self.ablations):
             raise ValueError("--init takes the network from its checkpoint; --model and --ablation would change it: "
                              "leave them out")
@@ -124,25 +130,29 @@ ARCHITECTURE = ("preset", "model", "ablations", "head_model", "init")
 FREEZABLE = ("decoder", "expression", "lifting", "refiner")
 
 
-def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse an ``--out`` that holds another run unless ``--resume`` (same network) or ``--overwrite``."""
+def check_run_folder(cfg, resume: bool, overwrite: bool, architecture: tuple[str, ...] = ARCHITECTURE) -> None:
+    """Refuse an ``--out`` that holds another run unless ``--resume`` (same network: the
+    ``architecture`` settings) or ``--overwrite``. ``cfg``: a run's config (``out``, ``to_json``)."""
     run = Path(cfg.out)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite deletes it: give one of them")
     if run.exists() and not run.is_dir():
         raise ValueError(f"--out {run} is a file; give a folder for the run")
     found = run_files(run)
+    names = ", ".join(str(p.relative_to(run)) for p in found[:3]) + (" ..." if len(found) > 3 else "")
     if found and not resume and not overwrite:
-        names = ", ".join(str(p.relative_to(run)) for p in found[:3]) + (" ..." if len(found) > 3 else "")
         raise ValueError(f"{run} holds another training run ({names}): continue it with --resume, delete it and "
                          f"start again with --overwrite, or choose another --out")
+    if found and overwrite and not is_run(run):  # e.g. another tool's config.json: not ours to delete
+        raise ValueError(f"{run} holds files that no gagavatar training run wrote ({names}; no {RUN_MARKER} "
+                         f"there): --overwrite deletes only a run of this project; choose another --out")
     if resume and (run / "config.json").is_file():
         try:
             stored = json.loads((run / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             stored = {}  # unreadable: the checkpoint itself decides (a mismatch fails when loading)
         ours = json.loads(cfg.to_json())
-        for name in ARCHITECTURE:
+        for name in architecture:
             if name == "preset" and ours[name] is None:
                 continue  # not given: the run's own
             if name in stored and stored[name] != ours[name]:
@@ -252,9 +262,9 @@ def sample_grid(batch: dict, out, path: Path, rows: int = 4) -> None:
                      column_labels=["source", "target", "coarse", "fine"])
 
 
-def plot_losses(metrics_path: Path, out_path: Path) -> None:
-    """loss.png: every logged loss term against the step (log scale), and PSNR: the training
-    batches' and any evaluation's (e.g. held-out frames)."""
+def plot_losses(metrics_path: Path, out_path: Path, score: str = "psnr", title: str = "PSNR (dB)") -> None:
+    """loss.png: every logged loss term against the step (log scale), and a score (default
+    PSNR): the training batches' and any evaluation's (e.g. held-out frames)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,10 +280,12 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
     for k in sorted({k for r in train for k in r if k.startswith("loss")}):
         axes[0].plot([r["step"] for r in train if k in r], [r[k] for r in train if k in r], label=k)
     axes[0].set_yscale("log"), axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
-    axes[1].plot([r["step"] for r in train], [r["psnr"] for r in train], label="train batches")
-    for k in sorted({k for r in evaluated for k in r if "psnr" in k}):
+    if any(score in r for r in train):
+        axes[1].plot([r["step"] for r in train if score in r], [r[score] for r in train if score in r],
+                     label="train batches")
+    for k in sorted({k for r in evaluated for k in r if score in k}):
         axes[1].plot([r["step"] for r in evaluated if k in r], [r[k] for r in evaluated if k in r], "o-", label=k)
-    axes[1].set_title("PSNR (dB)"), axes[1].set_xlabel("step"), axes[1].legend(fontsize=7)
+    axes[1].set_title(title), axes[1].set_xlabel("step"), axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
@@ -294,6 +306,25 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
     model = build_model(cfg, load_head_model(cfg.head_model))
     model.load_state_dict(read_training_state(checkpoint)["model"])
     return save(model, out)
+
+
+# Non-finite losses in a row that mean the run has diverged (an odd one is skipped and training goes on)
+MAX_BAD_STEPS = 10
+
+
+def diverged(run: Path, step: int, why: str) -> NonFiniteError:
+    """The one line that stops a diverged run: what went wrong and the checkpoint that is kept."""
+    last = latest_checkpoint(run)
+    keep = (f"the last good checkpoint, {last}, is kept: continue from it with --resume and a lower --lr" if last
+            else "no checkpoint was written; start again with a lower --lr")
+    return NonFiniteError(f"training diverged at step {step}: {why}; {keep}")
+
+
+def check_parameters(model, run: Path, step: int) -> None:
+    """Before a checkpoint is written: weights with NaN or Inf are never saved over good ones."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise diverged(run, step, f"the weights {name} hold NaN or Inf")
 
 
 def _say(line: str, style: str | None = None) -> None:
@@ -351,6 +382,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
         if resume:
             truncate_metrics(run / "metrics.jsonl", start)  # the rows after it are being redone
         if last is None:
+            mark_run(run)
             with atomic_path(run / "config.json") as tmp:  # what this run is, and what it started from
                 tmp.write_text(dataclasses.replace(cfg, preset=model.config.name).to_json())
 
@@ -373,7 +405,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     from tqdm import tqdm
 
     model.train()
-    step, skipped, t0, scores, out_of_time = start, 0, time.perf_counter(), {}, False
+    step, skipped, t0, scores, out_of_time, bad_in_a_row = start, 0, time.perf_counter(), {}, False, 0
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
     try:
         for batch in loader:
@@ -388,7 +420,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
             optimizer.zero_grad(set_to_none=True)
             # a rank that skipped backward alone would leave the others waiting in the gradient all-reduce
             if not ctx.all_true(torch.isfinite(loss)):
-                skipped += 1
+                skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
                 console.print(f"[red]step {step}: loss is {loss.item()} (on this or another rank), step skipped "
                               f"({skipped} so far)[/red]")
             else:
@@ -397,9 +429,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
                                                            cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
                 if torch.isfinite(grad_norm):
                     optimizer.step()
+                    bad_in_a_row = 0
                 else:
-                    skipped += 1
+                    skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
                     console.print(f"[red]step {step}: gradient norm is {grad_norm.item()}, step skipped[/red]")
+            if bad_in_a_row >= MAX_BAD_STEPS:
+                raise diverged(run, step + 1, f"the loss or its gradient was NaN or Inf for {bad_in_a_row} steps in a "
+                                              f"row")
             scheduler.step()
             step += 1
             # a time budget ends the run where a step count would (every rank stops at the same step)
@@ -410,6 +446,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
                 elapsed = time.perf_counter() - t0
                 bar.total = min(cfg.max_steps, step + int((cfg.max_minutes * 60 - elapsed) * (step - start) / elapsed))
 
+            # no checkpoint of a step that was skipped: keep-last would delete good ones for copies of them
+            checkpoint_now = (step % cfg.checkpoint_every == 0 or last_step) and not bad_in_a_row
+            if checkpoint_now:
+                check_parameters(model, run, step)  # every rank: they hold the same weights
             if ctx.is_main:
                 with output_errors(metrics_path):  # a full disk: one line naming the device
                     train_psnr = psnr(out.fine.detach().float(), batch["target_image"]).mean().item()
@@ -433,10 +473,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
                                     writer.add_scalar(k, v, step)
                     if step % cfg.sample_every == 0 or last_step:
                         sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
-                    if step % cfg.checkpoint_every == 0 or last_step:
+                    if checkpoint_now:
                         save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
                         plot_losses(metrics_path, run / "loss.png")
-            if step % cfg.checkpoint_every == 0 or last_step:
+            if checkpoint_now:
                 ctx.barrier()  # other ranks wait while rank 0 writes
             if out_of_time:
                 break
