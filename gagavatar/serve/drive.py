@@ -32,6 +32,27 @@ log = logging.getLogger("gagavatar.serve")
 ARRIVED = "gagavatar.arrived"  # key of a receive event: time.perf_counter() when the message arrived
 
 
+async def next_message(websocket: WebSocket, idle_s: float | None, max_binary: int, max_text: int,
+                  hint: str = "") -> tuple[bytes | None, str | None, float]:
+    """The next message as (bytes, text, arrival time): a client silent for ``idle_s`` (None:
+    wait) ends the session, a disconnect is ``ClientGone``, a message over its size limit is
+    close 1009 (``hint``: how to send less)."""
+    try:
+        message = await (websocket.receive() if idle_s is None else within(websocket.receive(), idle_s))
+    except asyncio.TimeoutError:
+        raise SessionEnd(f"idle: no message for {idle_s:g} s", 1000) from None
+    if message["type"] == "websocket.disconnect":
+        raise ClientGone()
+    data, text = message.get("bytes"), message.get("text")
+    if data is not None and len(data) > max_binary:
+        raise ProtocolError(f"a binary message of {len(data):,} bytes; the limit is {max_binary:,} "
+                            f"(--max-message-kb){hint}", 1009)
+    if data is None and len(text or "") > max_text:
+        raise ProtocolError(f"a text message of {len(text):,} characters; the limit is {max_text:,} "
+                            f"(--max-text-kb)", 1009)
+    return data, text, message.get(ARRIVED, time.perf_counter())
+
+
 async def within(awaitable, seconds: float):
     """``await awaitable``, or ``asyncio.TimeoutError`` after ``seconds``. ``asyncio.timeout`` where
     there is one (3.11): ``asyncio.wait_for`` can swallow a cancellation that arrives as its
@@ -139,21 +160,8 @@ async def receive(service, websocket: WebSocket, s: Session) -> None:
         if delay > 0:  # throttled: this session is read no faster than its rate (TCP slows the sender)
             await asyncio.sleep(delay)
         asked = time.perf_counter()
-        try:
-            message = await within(websocket.receive(), config.idle_timeout_s)
-        except asyncio.TimeoutError:
-            raise SessionEnd(f"idle: no message for {config.idle_timeout_s:g} s", 1000) from None
-        if message["type"] == "websocket.disconnect":
-            raise ClientGone()
+        data, text, arrived = await next_message(websocket, config.idle_timeout_s, max_binary, max_text)
         now = time.perf_counter()
-        arrived = message.get(ARRIVED, now)
-        data, text = message.get("bytes"), message.get("text")
-        if data is not None and len(data) > max_binary:
-            raise ProtocolError(f"a binary message of {len(data):,} bytes; the limit is {max_binary:,} "
-                                f"(--max-message-kb)", 1009)
-        if data is None and len(text or "") > max_text:
-            raise ProtocolError(f"a text message of {len(text):,} characters; the limit is {max_text:,} "
-                                f"(--max-text-kb)", 1009)
         verdict = s.rate.step(now)
         if verdict == "close":
             raise SessionEnd(f"over the rate: more than --max-fps {config.max_fps:g} messages a second for "

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gagavatar.errors import InputError
 from gagavatar.reenact import MotionControls
-from gagavatar.serve.drive import ARRIVED, admit, run_session, within
+from gagavatar.serve.drive import admit, next_message, run_session, within
 from gagavatar.serve.guard import deny
 from gagavatar.serve.protocol import (CONTROL_FIELDS, DEFAULT_FORMAT, DEFAULT_QUALITY, ProtocolError, pack,
                                       parse_options, parse_speak_text, pcm16_samples)
@@ -158,22 +158,10 @@ async def receive(service, websocket: WebSocket, s: SpeakSession) -> None:
             while s.buffered >= most:  # the model is behind: leave the audio in the socket
                 s.drained.clear()
                 await s.drained.wait()
-        try:  # once the audio has ended, the client need not send anything while its frames come
-            message = await (websocket.receive() if s.ended else within(websocket.receive(), config.idle_timeout_s))
-        except asyncio.TimeoutError:
-            raise SessionEnd(f"idle: no message for {config.idle_timeout_s:g} s", 1000) from None
-        if message["type"] == "websocket.disconnect":
-            raise ClientGone()
-        now = time.perf_counter()
-        arrived = message.get(ARRIVED, now)
-        bucket.allow(now)
-        data, text = message.get("bytes"), message.get("text")
-        if data is not None and len(data) > max_binary:
-            raise ProtocolError(f"a binary message of {len(data):,} bytes; the limit is {max_binary:,} "
-                                f"(--max-message-kb): send the audio as PCM16 in smaller pieces", 1009)
-        if data is None and len(text or "") > max_text:
-            raise ProtocolError(f"a text message of {len(text):,} characters; the limit is {max_text:,} "
-                                f"(--max-text-kb)", 1009)
+        # once the audio has ended, the client need not send anything while its frames come
+        data, text, arrived = await next_message(websocket, None if s.ended else config.idle_timeout_s, max_binary,
+                                            max_text, ": send the audio as PCM16 in smaller pieces")
+        bucket.allow(time.perf_counter())
         s.count("received")
         if s.ended:
             raise ProtocolError("a message after the end of the audio: open a new session for more speech")

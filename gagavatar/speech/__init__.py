@@ -13,8 +13,10 @@ that drives a GAGAvatar avatar with it.
 One concept a module: ``wav2vec`` (the audio front end), ``style`` (style encoder),
 ``codec`` (the motion codec, bits <-> motion), ``generator`` (the AdaLN generator, chunked
 inference, ``SpeechModel``), ``postprocess`` (smoothing, motion <-> FrameParams, forehead),
-``weights`` (the released files), ``config``; ``data`` (talking clips: sound + motion, aligned
-windows), ``face_regions`` (lips, upper face, mouth opening) and ``evaluate`` (``eval-speech``:
+``frontend`` (the light log-mel audio front end of the ``tiny`` preset), ``stream`` (the same
+chunked inference as audio arrives), ``weights`` (the released files and ours), ``config``;
+``data`` (talking clips: sound + motion, aligned windows), ``synthetic`` (espeak-ng speech with
+viseme motion for the bundled head), ``face_regions`` (lips, upper face, mouth opening) and ``evaluate`` (``eval-speech``:
 lip vertex error and the rest, beside trivial baselines); ``parity`` checks it
 all against the reference's numbers (``python -m gagavatar.speech.parity DIR``).
 """

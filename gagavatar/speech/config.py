@@ -112,7 +112,7 @@ def paper() -> SpeechConfig:
 def tiny() -> SpeechConfig:
     """A model that trains on 2 CPU cores in minutes: the same generator, codec and chunking
     (4 s chunks, scales 1..100), every part narrow, and a log-mel front end in place of
-    wav2vec 2.0 (0.3 M parameters in all, against 490 M). Its motion is the bundled
+    wav2vec 2.0 (0.95 M parameters in all, against 490 M). Its motion is the bundled
     head's: 17 named expressions + head rotation + jaw (23); ``replace(head=..., motion_dim=...)``
     for another head."""
     from gagavatar.head import BUNDLED_HEAD_ID
