@@ -800,6 +800,8 @@ def test_build_dataset_fails_when_no_clip_is_tracked(tmp_path):
     (("bench", "reenact", "--batches", "0"), "whole numbers of at least 1"),
     (("bench", "head", "--repeat", "0"), "--repeat"),
     (("eval", "--data", "d", "--out", "o", "--checkpoint", "c", "--device", "tpu"), "not a device gagavatar runs on"),
+    (("serve", "--device", "tpu"), "not a device gagavatar runs on"),
+    (("train-speech", "--data", "d", "--batch-size", "0"), "--batch-size"),
     (("eval", "--data", "d", "--out", "o", "--checkpoint", "c", "--batch-size", "0"), "--batch-size"),
     (("live", "--source", "x", "--camera", "-1"), "--camera"),
     (("track", "x.png", "--out", "o", "--size", "1000000"), "--size 1000000 needs about"),

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from gagavatar.settings import setting
+from gagavatar.system import check_device
 
 DEFAULT_PORT = 8765
 TOKEN_ENV = "GAGAVATAR_TOKEN"  # the environment variable that holds the token (server and Python client)
@@ -31,7 +32,7 @@ class ServeConfig:
     checkpoint: str | None = setting(None, "checkpoint: ours (.safetensors) or the released GAGAvatar.pt "
                                            "(default: the bundled tiny model)")
     head_model: str | None = setting(None, "FLAME-format head model file (default: the bundled synthetic head)")
-    device: str | None = setting(None, "cpu or cuda (default: cuda when present)")
+    device: str | None = setting(None, "cpu or cuda (default: cuda when present)", check=check_device)
     speech_model: str | None = setting(None, "speech model for WS /avatars/{id}/speak, e.g. ARTalk_wav2vec.pt "
                                              "(FLAME heads; default: the bundled voice of the head model, if any)")
     allowed_origins: tuple[str, ...] = setting(
