@@ -38,7 +38,7 @@ from gagavatar.speech.postprocess import EXPRESSION, HEAD_ROTATION, JAW
 from gagavatar.train.speech_config import ARCHITECTURE, SpeechTrainConfig
 from gagavatar.train.state import (clear_run, mark_run, resume_checkpoint, restore_training_state, save_training_state,
                                    set_aside, truncate_metrics)
-from gagavatar.train.trainer import Distributed, check_run_folder, plot_losses
+from gagavatar.train.trainer import Distributed, _say, check_run_folder, diverged, plot_losses
 
 STYLE_FRAMES = 50  # 2 s of motion, as ARTalk's style_motion files
 
@@ -226,12 +226,6 @@ def held_out_evaluation(data: str, head_model: str | None = None, max_clips: int
     return evaluate
 
 
-def _say(line: str) -> None:
-    from gagavatar.train.trainer import _say as say
-
-    say(line)
-
-
 def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool = False, evaluate=None) -> Path:
     """Run (or resume) both stages; returns the run folder, whose ``speech_model.safetensors``
     is the trained model. ``evaluate(model) -> {name: value}`` runs at every checkpoint."""
@@ -301,9 +295,8 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
             stage = "codec" if step < cfg.codec_steps else "generator"
             model.basic_vae.requires_grad_(stage == "codec")
             loss, terms = net(stage, audio.to(ctx.device), motion.to(ctx.device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: the {stage} loss is {loss.item()}; the last good checkpoint "
-                                         f"is kept in {run}: lower --lr and --resume")
+            if not torch.isfinite(loss):  # stop at once: the last checkpoint is the last good state
+                raise diverged(run, step, f"the {stage} loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
