@@ -53,6 +53,20 @@ async def next_message(websocket: WebSocket, idle_s: float | None, max_binary: i
     return data, text, message.get(ARRIVED, time.perf_counter())
 
 
+async def send_frame(websocket: WebSocket, out, s, timeout: float) -> None:
+    """One frame to the client, its ``server_ms`` (from ``out.received``) and ``seq`` set; a
+    client that takes nothing for ``timeout`` s is closed (1008), a gone one is ``ClientGone``."""
+    out.header["timings"]["server_ms"] = round((time.perf_counter() - out.received) * 1000, 2)
+    out.header["seq"] = s.sent + 1
+    try:
+        await within(websocket.send_bytes(pack(out.header, out.data)), timeout)
+    except asyncio.TimeoutError:
+        raise SessionEnd(f"not reading: the client took no frame for {timeout:g} s", 1008) from None
+    except (WebSocketDisconnect, OSError, RuntimeError) as e:
+        raise ClientGone() from e
+    s.sent += 1
+
+
 async def within(awaitable, seconds: float):
     """``await awaitable``, or ``asyncio.TimeoutError`` after ``seconds``. ``asyncio.timeout`` where
     there is one (3.11): ``asyncio.wait_for`` can swallow a cancellation that arrives as its
@@ -246,17 +260,10 @@ async def send(service, websocket: WebSocket, s: Session) -> None:
     timeout = service.config.send_timeout_s
     while True:
         out = await s.outbox.get()
-        out.header["timings"]["server_ms"] = round((time.perf_counter() - out.received) * 1000, 2)
-        out.header["seq"] = s.sent + 1
         s.sending = True
         try:
-            await within(websocket.send_bytes(pack(out.header, out.data)), timeout)
-        except asyncio.TimeoutError:
-            raise SessionEnd(f"not reading: the client took no frame for {timeout:g} s", 1008) from None
-        except (WebSocketDisconnect, OSError, RuntimeError) as e:
-            raise ClientGone() from e
+            await send_frame(websocket, out, s, timeout)
         finally:
             s.sending = False
-        s.sent += 1
         service.latencies.append((time.perf_counter() - out.received) * 1000)
         s.count("served")

@@ -27,15 +27,15 @@ import tempfile
 import time
 from dataclasses import asdict
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gagavatar.errors import InputError
 from gagavatar.reenact import MotionControls
-from gagavatar.serve.drive import admit, next_message, run_session, within
+from gagavatar.serve.drive import admit, next_message, run_session, send_frame, within
 from gagavatar.serve.guard import deny
-from gagavatar.serve.protocol import (CONTROL_FIELDS, DEFAULT_FORMAT, DEFAULT_QUALITY, ProtocolError, pack,
-                                      parse_options, parse_speak_text, pcm16_samples)
-from gagavatar.serve.session import ClientGone, Finished, Output, RateLimit, SessionEnd
+from gagavatar.serve.protocol import (CONTROL_FIELDS, DEFAULT_FORMAT, DEFAULT_QUALITY, ProtocolError, parse_options,
+                                      parse_speak_text, pcm16_samples)
+from gagavatar.serve.session import Finished, Output, RateLimit
 
 BUFFERED_CHUNKS = 2   # chunks of audio a session may have waiting for the model before it is read no further
 PIECES_AHEAD = 2      # pieces of frames made by the model and waiting to be rendered
@@ -266,13 +266,5 @@ async def send(service, websocket: WebSocket, s: SpeakSession) -> None:
             })), timeout)
             raise Finished(f"done: {s.made} frames")
         # server_ms: from the arrival of the audio that completed the frame's chunk (or of the end)
-        out.header["timings"]["server_ms"] = round((time.perf_counter() - out.received) * 1000, 2)
-        out.header["seq"] = s.sent + 1
-        try:
-            await within(websocket.send_bytes(pack(out.header, out.data)), timeout)
-        except asyncio.TimeoutError:
-            raise SessionEnd(f"not reading: the client took no frame for {timeout:g} s", 1008) from None
-        except (WebSocketDisconnect, OSError, RuntimeError) as e:
-            raise ClientGone() from e
-        s.sent += 1
+        await send_frame(websocket, out, s, timeout)
         s.count("served")
