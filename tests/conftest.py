@@ -30,3 +30,21 @@ def pipeline_fixture() -> Path:
     if not (folder / "expected.npz").is_file():
         pytest.skip(f"the reference pipeline fixture is not at {folder} (only CI and developers have it)")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: on a busy 2-core machine two threads can make a frame 100x
+    slower (the server does the same by default, see ``cpu_threads``)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def animator():
+    """The bundled tiny model on the CPU, loaded once a module."""
+    from gagavatar.reenact import Animator
+
+    return Animator.load(device="cpu")

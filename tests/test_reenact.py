@@ -14,11 +14,6 @@ CLIPS = bundled(DEMO_DATA)
 
 
 @pytest.fixture(scope="module")
-def animator():
-    return Animator.load(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def clips():
     videos = {v.id: v for v in Dataset(CLIPS).videos}
     return videos["source"], videos["driver"]

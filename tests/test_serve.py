@@ -26,7 +26,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from gagavatar.data import Dataset
-from gagavatar.reenact import DEMO_DATA, Animator, Motion, MotionControls, bundled, source_frame
+from gagavatar.reenact import DEMO_DATA, Motion, MotionControls, bundled, source_frame
 from gagavatar.serve.client import zip_folder
 from gagavatar.serve.protocol import decode_image, encode_image, pack, params_message, unpack
 
@@ -42,19 +42,7 @@ LOOPBACK = "http://127.0.0.1"  # TestClient's base URL: the server answers to lo
 WS = "ws://127.0.0.1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two threads can make a frame 100x slower
-    (the server does the same by default, see ``cpu_threads``)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def animator():
-    return Animator.load(device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 from gagavatar import io as gio
 from gagavatar.data import Dataset
 from gagavatar.head import BUNDLED_HEAD_ID
-from gagavatar.reenact import DEMO_DATA, Animator, MotionControls, Speaker, bundled
+from gagavatar.reenact import DEMO_DATA, MotionControls, Speaker, bundled
 from gagavatar.serve.client import Client, ServeError, zip_folder
 from gagavatar.serve.protocol import decode_image, pcm16_bytes, unpack
 from gagavatar.serve.server import RunningServer, ServeConfig, create_app
@@ -57,17 +57,7 @@ def with_voice() -> list[str]:
     return [sys.executable, "-c", _WITH_VOICE, str(Path(__file__).resolve().parent)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def animator():
-    return Animator.load(device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 
 @pytest.fixture(scope="module")
