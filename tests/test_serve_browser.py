@@ -14,7 +14,9 @@ import threading
 import time
 
 import pytest
-from test_serve import CHROMIUM, CHROMIUM_ARGS, animator, clips, one_thread, source_zip  # noqa: F401
+from test_serve import CHROMIUM, CHROMIUM_ARGS, clips, source_zip  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 from gagavatar.serve.protocol import params_message
 from gagavatar.serve.server import RunningServer, ServeConfig

@@ -10,8 +10,11 @@ import json
 import zipfile
 
 import numpy as np
+import pytest
 from starlette.testclient import TestClient
-from test_serve import LOOPBACK, WS, animator, clips, frame_of, one_thread, source_zip  # noqa: F401
+from test_serve import LOOPBACK, WS, clips, frame_of, source_zip  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 from gagavatar.serve.cache import avatar_id, is_avatar_id, model_identity
 from gagavatar.serve.protocol import decode_image, params_message

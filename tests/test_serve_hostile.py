@@ -21,7 +21,9 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-from test_serve import LOOPBACK, WS, animator, clips, one_thread, params_message, source_zip  # noqa: F401
+from test_serve import LOOPBACK, WS, clips, params_message, source_zip  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 from gagavatar.reenact import MotionControls
 from gagavatar.serve.protocol import CONTROL_FIELDS, MAX_JSON_DEPTH, nests_deeper, pack, parse_text, ProtocolError
