@@ -103,3 +103,15 @@ def machine_description() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, {dev}")
+
+
+def rss_mb(pids=("self",)) -> float | None:
+    """Resident memory of these processes (Linux; pids or "self"), MB; None where unknown."""
+    try:
+        pages = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/statm") as f:
+                pages += int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -179,8 +180,9 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
                       viewmats: Tensor, Ks: Tensor, width: int, height: int,
                       near_plane: float = 0.01) -> Projection:
     """EWA projection of [B, N] Gaussians (steps 1-3 of ``rasterize``'s semantics)."""
-    R, T = viewmats[:, None, :3, :3], viewmats[:, None, :3, 3]  # [B, 1, 3, 3], [B, 1, 3]
-    cam = (R @ means[..., None])[..., 0] + T
+    R, T = viewmats[:, :3, :3], viewmats[:, None, :3, 3]  # [B, 3, 3], [B, 1, 3]
+    # one matrix product per camera, not one per Gaussian (thousands of 3x3 products are slow)
+    cam = means @ R.transpose(1, 2) + T
     x, y, z = cam.unbind(-1)
     in_front = z >= near_plane
     z = torch.where(in_front, z, torch.ones_like(z))  # keeps culled Gaussians finite
@@ -193,7 +195,7 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     tx = z * torch.minimum(torch.maximum(x / z, -cx / fx - lim_x), (width - cx) / fx + lim_x)
     ty = z * torch.minimum(torch.maximum(y / z, -cy / fy - lim_y), (height - cy) / fy + lim_y)
     # covariance in camera space = M M^T with M = R_view R(q) diag(s); J M row by row
-    M = R @ quaternion_to_matrix(quats) * scales[..., None, :]  # [B, N, 3, 3]
+    M = torch.einsum("bij,bnjk->bnik", R, quaternion_to_matrix(quats)) * scales[..., None, :]  # [B, N, 3, 3]
     JM_x = (fx / z)[..., None] * M[..., 0, :] - (fx * tx / (z * z))[..., None] * M[..., 2, :]
     JM_y = (fy / z)[..., None] * M[..., 1, :] - (fy * ty / (z * z))[..., None] * M[..., 2, :]
     cov_xx = (JM_x * JM_x).sum(-1) + EPS2D
@@ -288,19 +290,31 @@ def _plan_tiles(params: Tensor, radius: Tensor, batch: Tensor, n_batch: int, wid
     first = torch.cumsum(count, 0) - count
     local = torch.arange(pair_gaussian.numel(), device=device) - first.index_select(0, pair_gaussian)
     nx = span[:, 0].index_select(0, pair_gaussian)
-    tx = lo[:, 0].index_select(0, pair_gaussian) + local % nx
-    ty = lo[:, 1].index_select(0, pair_gaussian) + local // nx
+    row = ((local + 0.5) / nx).floor_().long()  # local // nx: exact in float for these small counts, and faster
+    tx = lo[:, 0].index_select(0, pair_gaussian) + local - row * nx
+    ty = lo[:, 1].index_select(0, pair_gaussian) + row
     reached = _tile_reached(params.index_select(0, pair_gaussian), tx, ty, tile)
     kept = torch.nonzero(reached)[:, 0]
-    pair_gaussian, tx, ty = pair_gaussian[kept], tx[kept], ty[kept]
+    pair_gaussian, tx, ty = (t.index_select(0, kept) for t in (pair_gaussian, tx, ty))
     pair_tile = (batch.index_select(0, pair_gaussian) * tiles_y + ty) * tiles_x + tx
     n_tiles = n_batch * tiles_x * tiles_y
-    key = pair_tile.to(torch.int16 if n_tiles < 2**15 else torch.int32 if n_tiles < 2**31 else torch.int64)
-    key, sort = torch.sort(key, stable=True)
-    pair_gaussian, pair_tile = pair_gaussian.index_select(0, sort), key.long()
+    sort = _stable_argsort_tiles(pair_tile, n_tiles)
+    pair_gaussian, pair_tile = pair_gaussian.index_select(0, sort), pair_tile.index_select(0, sort)
     tile_count = torch.bincount(pair_tile, minlength=n_tiles)
     tile_start = torch.cumsum(tile_count, 0) - tile_count
     return _TilePlan(pair_gaussian, pair_tile, tile_start, tile_count, tile, tiles_x, tiles_y)
+
+
+def _stable_argsort_tiles(tile: Tensor, n_tiles: int) -> Tensor:
+    """[P] the order that sorts tile indices [P] (in [0, n_tiles)) keeping equal ones in order.
+
+    On the CPU, with fewer than 2^15 tiles, numpy's stable sort of 16-bit keys (a radix sort:
+    about 10x faster than ``torch.sort`` for the ~30k pairs of a 128x128 frame); elsewhere
+    ``torch.sort``."""
+    if tile.device.type == "cpu" and n_tiles < 2**15:
+        return torch.from_numpy(np.argsort(tile.to(torch.int16).numpy(), kind="stable"))
+    key = tile.to(torch.int32 if n_tiles < 2**31 else torch.int64)
+    return torch.sort(key, stable=True)[1]
 
 
 def _pixel_basis(tile: int, dtype, device) -> Tensor:
@@ -384,14 +398,27 @@ def _composite_group(rows: Tensor, coef: Tensor, feats: Tensor, feat_index: Tens
             acc.baddbmm_(f.transpose(1, 2), weight)
         k0 += block
         alive = (row_counts > k0) & (trans > 0).any(dim=1)
-        if not bool(alive.all()):
+        n = int(alive.sum())
+        if n < alive.numel():
+            stay, leave = _partition(alive, n)
             if out is not None:
-                out.index_copy_(0, rows[~alive], acc[~alive])
-                acc = acc[alive]
-            if not bool(alive.any()):
+                out.index_copy_(0, _take(rows, leave), _take(acc, leave))
+                acc = _take(acc, stay)
+            if n == 0:
                 return
-            rows, trans = rows[alive], trans[alive]
-            row_counts, row_starts = row_counts[alive], row_starts[alive]
+            rows, trans, row_counts, row_starts = (_take(t, stay) for t in (rows, trans, row_counts, row_starts))
+
+
+def _partition(alive: Tensor, n: int) -> tuple:
+    """(staying, leaving) rows of a group: slices when the ``n`` alive rows come first (the
+    usual case: rows sorted by pair count leave from the end, so no copy is made), else indices."""
+    if bool(alive[:n].all()):
+        return slice(0, n), slice(n, None)
+    return torch.nonzero(alive)[:, 0], torch.nonzero(~alive)[:, 0]
+
+
+def _take(t: Tensor, rows) -> Tensor:
+    return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
 
 
 def _block_logits(coef: Tensor, idx: Tensor, valid: Tensor, basis: Tensor) -> Tensor:

@@ -63,6 +63,9 @@ class ServeConfig:
     max_batch: int = setting(4, "frames rendered in one call (from one or several sessions)", min=1)
     threads: int = setting(0, f"render threads on the CPU, each running torch on one core (0: one per usable "
                               f"core, at most {MAX_RENDER_THREADS}); on a GPU, torch's CPU threads", min=0)
+    processes: bool = setting(True, "on the CPU, each render thread runs the model in a process of its own (a copy of "
+                                    "the model each; the threads then never wait for Python's lock); "
+                                    "--no-processes: in the server's process")
     track_workers: int = setting(2, "threads tracking webcam frames and uploaded photos", min=1)
 
     def __post_init__(self):

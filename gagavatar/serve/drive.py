@@ -238,7 +238,8 @@ async def pump(service, websocket: WebSocket, s: Session) -> None:
                 s.count("no_face")
         if face:
             try:
-                rendered = await engine.render(s.entry.avatar, s.motion, driver, s.format, s.quality)
+                rendered = await engine.render(s.entry.avatar, s.motion, driver, s.format, s.quality,
+                                               priority=s.priority())
             except ValueError as e:  # the motion controls refused this input
                 raise ProtocolError(f"this frame cannot drive the avatar: {e}") from e
             s.last = rendered

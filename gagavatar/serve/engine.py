@@ -19,7 +19,9 @@ thread feeds the device.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -49,6 +51,7 @@ class Rendered:
 
 @dataclass
 class _Frame:
+    priority: float        # the lowest is rendered first (a session's frames per second so far)
     avatar: object
     motion: object | None  # a session's ``Motion``; None: ``driver`` drives the avatar as it is
     driver: FrameParams    # [1]
@@ -62,6 +65,7 @@ class _Frame:
 
 @dataclass
 class _Call:
+    priority: float        # before every frame: -1
     fn: object
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -95,13 +99,15 @@ class RenderStats:
         self.batches: dict[int, int] = {}  # batch size -> how many renders had it
         self.busy_s = self.cpu_s = 0.0     # rendering, all of it (motion, model, encoding)
         self.split_s = {"motion": 0.0, "model": 0.0, "to_image": 0.0, "encode": 0.0}  # CPU time per stage
+        self.process_cpu_s = 0.0           # of that, in render processes
 
-    def add(self, n: int, busy: float, cpu: float, split: dict[str, float]) -> None:
+    def add(self, n: int, busy: float, cpu: float, split: dict[str, float], in_process: float = 0.0) -> None:
         with self.lock:
             self.frames += n
             self.batches[n] = self.batches.get(n, 0) + 1
             self.busy_s += busy
             self.cpu_s += cpu
+            self.process_cpu_s += in_process
             for k, v in split.items():
                 self.split_s[k] += v
 
@@ -109,6 +115,7 @@ class RenderStats:
         with self.lock:
             per_frame = {k: round(v / self.frames * 1000, 2) if self.frames else None for k, v in self.split_s.items()}
             return {"frames": self.frames, "busy_s": round(self.busy_s, 2), "cpu_s": round(self.cpu_s, 2),
+                    "process_cpu_s": round(self.process_cpu_s, 2),
                     "batches": {str(k): v for k, v in sorted(self.batches.items())},
                     "cpu_ms_per_frame": per_frame}
 
@@ -117,11 +124,14 @@ class RenderEngine:
     """The render threads: ``await engine.render(...)`` a frame, ``await engine.call(fn)``
     anything else that needs the model (reconstruction)."""
 
-    def __init__(self, animator, max_batch: int = 4, workers: int = 1):
+    def __init__(self, animator, max_batch: int = 4, workers: int = 1, processes: bool = False):
         if max_batch < 1 or workers < 1:
             raise ValueError(f"max_batch={max_batch}, workers={workers}: use 1 or more")
         self.animator, self.max_batch, self.workers = animator, max_batch, workers
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.processes = processes  # each render thread runs the model in a process of its own
+        self._processes: list = []
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()  # (priority, order, job)
+        self._order = itertools.count()  # equal priorities: first come, first served
         self._threads: list[threading.Thread] = []
         self._idle = 0  # render threads waiting for a job
         self._idle_lock = threading.Lock()
@@ -130,17 +140,28 @@ class RenderEngine:
     # ------------------------------------------------------------------ the event loop's side
     def start(self) -> None:
         if not self._threads:
-            self._threads = [threading.Thread(target=self._run, name=f"gagavatar-render-{i}", daemon=True)
+            if self.processes:
+                from gagavatar.serve.workers import RenderProcess
+
+                self._processes = [RenderProcess(self.animator) for _ in range(self.workers)]
+            self._threads = [threading.Thread(target=self._run, args=(i,), name=f"gagavatar-render-{i}", daemon=True)
                              for i in range(self.workers)]
             for thread in self._threads:
                 thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         for _ in self._threads:
-            self._queue.put(_STOP)
+            self._queue.put((-math.inf, next(self._order), _STOP))
         for thread in self._threads:
             thread.join(timeout)
-        self._threads = []
+        for process in self._processes:
+            process.close()
+        self._threads, self._processes = [], []
+
+    @property
+    def process_ids(self) -> list[int]:
+        """The render processes' pids (none: the model runs in this process)."""
+        return [p.process.pid for p in self._processes]
 
     @property
     def depth(self) -> int:
@@ -157,21 +178,24 @@ class RenderEngine:
         return dict(self.stats.batches)
 
     async def render(self, avatar, motion, driver: FrameParams, format: str, quality: int,
-                     vertices: torch.Tensor | None = None) -> Rendered:
+                     vertices: torch.Tensor | None = None, priority: float = 0.0) -> Rendered:
         """The frame ``motion(driver)`` (or ``driver`` itself when ``motion`` is None) of ``avatar``,
         encoded. ``motion`` is called on a render thread (it keeps the session's state; a session
         has one frame in flight at a time, so it is never called twice at once). ``vertices``
-        [1, V, 3]: the frame's world vertices when the caller has them (``Animator.images``)."""
+        [1, V, 3]: the frame's world vertices when the caller has them (``Animator.images``).
+        ``priority``: the waiting frame with the lowest is rendered first; sessions give their
+        frame rate so far, so one that got fewer frames than the others catches up."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Frame(avatar, motion, driver, format, quality, future, loop, time.perf_counter(), vertices))
+        job = _Frame(priority, avatar, motion, driver, format, quality, future, loop, time.perf_counter(), vertices)
+        self._queue.put((priority, next(self._order), job))
         return await future
 
     async def call(self, fn):
-        """``fn()`` on a render thread."""
+        """``fn()`` on a render thread, before any frame waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Call(fn, future, loop))
+        self._queue.put((-1.0, next(self._order), _Call(-1.0, fn, future, loop)))
         return await future
 
     # ------------------------------------------------------------------ the render threads
@@ -179,7 +203,7 @@ class RenderEngine:
         with self._idle_lock:
             self._idle += 1
         try:
-            return self._queue.get()
+            return self._queue.get()[-1]
         finally:
             with self._idle_lock:
                 self._idle -= 1
@@ -193,7 +217,12 @@ class RenderEngine:
         waiting = 1 + self._queue.qsize()
         return max(1, min(self.max_batch, -(-waiting // (1 + idle))))
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
+        if self._processes:
+            try:
+                self._processes[index].connect()
+            except Exception:  # its frames fail one by one, with this reason; the server goes on
+                log.exception("render process %d did not start", index)
         later = None
         while True:
             job, later = (later, None) if later is not None else (self._next(), None)
@@ -205,14 +234,14 @@ class RenderEngine:
             batch, share = [job], self._share()
             while len(batch) < share:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._queue.get_nowait()[-1]
                 except queue.Empty:
                     break
                 if not isinstance(nxt, _Frame):
                     later = nxt  # keeps its turn after this batch
                     break
                 batch.append(nxt)
-            self._render([j for j in batch if not j.future.cancelled()])
+            self._render([j for j in batch if not j.future.cancelled()], index)
 
     def _call(self, job: _Call) -> None:
         try:
@@ -222,7 +251,7 @@ class RenderEngine:
         else:
             _deliver(job, result)
 
-    def _render(self, batch: list[_Frame]) -> None:
+    def _render(self, batch: list[_Frame], index: int) -> None:
         if not batch:
             return
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -236,12 +265,7 @@ class RenderEngine:
             return
         c1 = time.thread_time()
         try:
-            with torch.inference_mode():
-                avatar = Avatar.cat([job.avatar for job, _ in ready])
-                frames = FrameParams.cat([f for _, f in ready])
-                rgb = self.animator.images(avatar, frames, vertices=self._vertices(ready))
-            c2 = time.thread_time()
-            images = [self._to_image(x) for x in rgb]
+            images, spent = self._images(ready, index)
         except Exception as e:
             log.exception("render failed")
             for job, _ in ready:
@@ -258,8 +282,26 @@ class RenderEngine:
             _deliver(job, Rendered(data, image.shape[1], image.shape[0], len(ready), (t0 - job.submitted) * 1000,
                                    (t1 - t0) * 1000, (time.perf_counter() - t) * 1000))
         c4 = time.thread_time()
-        self.stats.add(len(ready), time.perf_counter() - t0, c4 - c0,
-                       {"motion": c1 - c0, "model": c2 - c1, "to_image": c3 - c2, "encode": c4 - c3})
+        in_process = sum(spent.values()) if self._processes else 0.0
+        # the model's stage also holds this thread's part of it (the pipe, with a render process)
+        spent["model"] += c3 - c1 - (0.0 if self._processes else sum(spent.values()))
+        self.stats.add(len(ready), time.perf_counter() - t0, c4 - c0 + in_process,
+                       {"motion": c1 - c0, **spent, "encode": c4 - c3}, in_process)
+
+    def _images(self, ready: list, index: int) -> tuple[list, dict[str, float]]:
+        """The batch's frames as uint8 [R, R, 3], and the CPU seconds of the model and of the
+        conversion to uint8 (on this thread, or in its render process)."""
+        avatars = [job.avatar for job, _ in ready]
+        frames = FrameParams.cat([f for _, f in ready])
+        with torch.inference_mode():
+            vertices = self._vertices(ready)
+            if self._processes:
+                return self._processes[index].images(avatars, frames, vertices)
+            c0 = time.thread_time()
+            rgb = self.animator.images(Avatar.cat(avatars), frames, vertices=vertices)
+            c1 = time.thread_time()
+            images = [self._to_image(x) for x in rgb]
+        return images, {"model": c1 - c0, "to_image": time.thread_time() - c1}
 
     def _vertices(self, ready: list) -> torch.Tensor | None:
         """The batch's vertices [F, V, 3] when a frame brought its own (the others' from their

@@ -46,7 +46,7 @@ import numpy as np
 from gagavatar.serve.client import Client
 from gagavatar.serve.loadclients import ClientResult, UnpacedProcess, good_client, misbehaving_client, speak_client
 from gagavatar.serve.protocol import params_message
-from gagavatar.system import usable_cores
+from gagavatar.system import rss_mb, usable_cores
 
 # real face clips for the default inputs (a developer's checkout: ../shared/realdata beside the repository)
 REALDATA = Path(os.environ.get("GAGAVATAR_REALDATA", Path(__file__).resolve().parents[3] / "shared" / "realdata"))
@@ -146,13 +146,14 @@ class ServerProcess:
         for flag, value in (("--checkpoint", cfg.checkpoint), ("--head-model", cfg.head_model),
                             ("--speech-model", cfg.speech_model)):
             if value:
-                command += [flag, value]
+                command += [flag, str(Path(value).resolve()) if Path(value).exists() else value]
         env = {k: v for k, v in os.environ.items() if k != "GAGAVATAR_TOKEN"}
-        if cfg.server_source:
+        if cfg.server_source:  # run from there: ``python -m`` puts the working folder first on the path
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cfg.server_source), env.get("PYTHONPATH")]))
         self.log_path = log_path
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=cfg.server_source or None)
         deadline = time.time() + 180
         while True:
             try:
@@ -171,11 +172,11 @@ class ServerProcess:
         self._sampler.start()
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        """The server's resident memory, its render processes included, MB."""
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+        return rss_mb((pid, *children)) or float("nan")
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ from gagavatar.serve.config import MAX_RENDER_THREADS, ServeConfig
 from gagavatar.serve.engine import RenderEngine
 from gagavatar.serve.session import COUNTERS, Session
 from gagavatar.serve.uploads import UploadError
+from gagavatar.system import rss_mb
 
 log = logging.getLogger("gagavatar.serve")
 
@@ -61,7 +61,8 @@ class Service:
         self.speaker = speaker  # a Speaker for the speak socket, or None: ``speech_note`` says why
         self.speech_note = speech_note
         self.speech_pool: ThreadPoolExecutor | None = None  # the speech model's one thread: chunks in turn
-        self.engine = RenderEngine(animator, config.max_batch, render_threads(config, animator.device))
+        self.engine = RenderEngine(animator, config.max_batch, render_threads(config, animator.device),
+                                   processes=config.processes and animator.device.type == "cpu")
         self.cache = AvatarCache(config.max_avatars, int(config.max_avatar_mb * 2**20))
         self.model_key = model_identity(animator)
         self.disk = DiskCache(config.cache_dir, int(config.cache_mb * 2**20), self.model_key) \
@@ -141,8 +142,8 @@ class Service:
             "avatars": avatars,
             "uploads": dict(self.uploads),
             "errors": {"server": self.server_errors},
-            "rss_mb": rss_mb(),
-            "process_cpu_s": round(time.process_time(), 2),
+            "rss_mb": rss_mb(("self", *self.engine.process_ids)),  # render processes too
+            "process_cpu_s": round(time.process_time() + self.engine.stats.process_cpu_s, 2),  # render processes too
         })
 
     async def create_avatar(self, request: Request) -> Response:
@@ -176,12 +177,3 @@ class Service:
 
     async def speak(self, websocket: WebSocket) -> None:
         await speak.speak(self, websocket)
-
-
-def rss_mb() -> float | None:
-    """This process's resident memory (Linux), MB."""
-    try:
-        with open("/proc/self/statm") as f:
-            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return None

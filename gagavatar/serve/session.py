@@ -107,6 +107,14 @@ class RateLimit:
 # second's allowance was dropped ends at once (a client sending as fast as it can is
 # throttled within milliseconds, not after a second of the event loop's time).
 WARN_AFTER, THROTTLE_AFTER, CLOSE_AFTER = 1, 2, 5
+def rate_so_far(frames: int, since: float) -> float:
+    """A session's render priority (``RenderEngine.render``: the lowest first): its frames per
+    second since ``since`` (``time.perf_counter``), over one second more (a new session is not
+    ranked by its first frame alone)."""
+    return frames / (time.perf_counter() - since + 1.0)
+
+
+OVER_RATE = 1e6  # added to the priority of a session over its rate: it waits for every other
 OVER_SHARE = 0.1
 BACKLOG_S = 0.002  # a message that arrives within this of a throttled read was already waiting
 
@@ -219,6 +227,11 @@ class Session:
                 and self.sent + self.outbox.pending - self.acked >= window)
         self.behind_since = (self.behind_since or now) if late else None
         return late
+
+    def priority(self) -> float:
+        """Its place in the render queue (the lowest first): its frame rate so far, and after every
+        session within its rate while it is over its own (warned, throttled)."""
+        return rate_so_far(self.sent, self.started) + (OVER_RATE if self.rate.over else 0.0)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
