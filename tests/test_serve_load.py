@@ -8,8 +8,8 @@ library, and the unpaced client is a process of its own.
   issue's goal (4 clients >= 8 FPS each, p95 <= 300 ms; 8 clients >= 4 FPS, p95 <= 400 ms) is
   asserted only with ``GAGAVATAR_SERVE_LOAD_GOAL=1`` (a machine of its own: on a shared
   2-core machine other jobs take the cores it needs);
-- fairness: 4 paced clients keep >= 90 % of their rate alone while a fifth sends as fast as
-  it can; that one is warned, then closed with 1008;
+- fairness: 4 paced clients keep >= 90 % of their rate alone (together; the slowest >= 75 %)
+  while a fifth sends as fast as it can; that one is warned, then closed with 1008;
 - speech: 3 clients speak at once (PCM16 at the pace of speech, then ``end``), each gets every
   frame in order with its time, then ``done``; the latencies are printed (the server runs with
   a small random voice for the bundled head: tests/test_serve_speak.py's).
@@ -234,11 +234,13 @@ def test_an_unpaced_client_does_not_starve_the_others(served):
     with_fast, fast = run_clients(server, avatar, messages, 4, 4.0, 10.0, unpaced=10.0)
     rate_alone = min(r["fps"] for r in alone)
     rate_with = min(r["fps"] for r in with_fast)
-    print(f"4 paced clients: {rate_alone:.2f} FPS alone, {rate_with:.2f} FPS beside an unpaced one ({fast})")
-    # starving (the issue: 14 % of the rate) fails anywhere; the 90 % goal is a timing that a
-    # busy CI machine can miss by a hair, so it is checked where asked (as the throughput goals)
-    goal = 0.9 if os.environ.get("GAGAVATAR_SERVE_LOAD_GOAL") == "1" else 0.75
-    assert rate_with >= goal * rate_alone, (rate_alone, rate_with, fast)
+    mean_alone, mean_with = (float(np.mean([r["fps"] for r in rs])) for rs in (alone, with_fast))
+    print(f"4 paced clients: {rate_alone:.2f} FPS alone, {rate_with:.2f} FPS beside an unpaced one "
+          f"(means {mean_alone:.2f}, {mean_with:.2f}; {fast})")
+    # the good ones keep 90 % of their rate (its sessions' frames wait while it is over its rate);
+    # none of them starves (the issue: 14 % of the rate)
+    assert mean_with >= 0.9 * mean_alone, (mean_alone, mean_with, fast)
+    assert rate_with >= 0.75 * rate_alone, (rate_alone, rate_with, fast)
     assert fast["warnings"] >= 1 and fast["close"] == 1008, fast
     for r in with_fast:
         assert not r["errors"], r["errors"]

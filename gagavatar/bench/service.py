@@ -20,8 +20,8 @@ def serve(clients: int = typer.Option(4, help="clients driving by head parameter
                                                       "the head model, if any)"),
           driver: str = typer.Option(None, help="clip to track once for the parameters and webcam frames "
                                                 "(default: realdata obama.mp4, else the bundled driver clip)"),
-          photo: str = typer.Option(None, help="the avatar's photo (default: realdata monroe.jpg, else the "
-                                               "bundled source frame)"),
+          photo: str = typer.Option(None, help="the avatar's photo or tracked folder (default: realdata "
+                                               "monroe.jpg, else the bundled source clip, tracked)"),
           checkpoint: str = typer.Option(None, help="checkpoint to serve (default: the bundled tiny model)"),
           head_model: str = typer.Option(None, help="its head model"),
           device: str = typer.Option("cpu", help="the server's device"),

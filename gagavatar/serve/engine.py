@@ -1,20 +1,21 @@
 """``RenderEngine``: the threads that own the ``Animator``.
 
 Every session's frames, and every new avatar's reconstruction, are jobs for these threads;
-the event loop only awaits their results (it never runs the model). Each session has at
-most one frame in flight, so the job queue holds at most one frame per session and the
-sessions are served in turn.
+the event loop only awaits their results (it never runs the model). A drive session has at
+most one frame in flight, so the queue holds at most one of its frames. The queue is ordered:
+reconstructions first, then the frame of the session with the fewest frames a second so far
+(``Session.priority``), so a session that fell behind catches up.
 
-Batching: a render thread that is free takes every frame waiting (up to ``max_batch``) and
-renders them in one call. Frames of one avatar drive its batch-1 avatar (no copy); frames of
-different avatars are rendered with their avatars stacked into one batch.
+Batching: a render thread that is free takes the frames waiting (up to ``max_batch``, and its
+share when other threads are idle) and renders them in one call. Frames of one avatar drive its
+batch-1 avatar (no copy); frames of different avatars are rendered with their avatars stacked.
 
 Threads: on the CPU, ``workers`` threads render side by side, each running torch on one core
-(the server sets torch to one thread: ``gagavatar.system.set_torch_threads``). torch releases
-Python's lock inside its operators, so two threads use two cores; what stays serial is the
-Python between the operators (a frame of the tiny model is about 1,500 of them), and a
-batch pays it once for all its frames - which is where batching pays on a CPU. On a GPU one
-thread feeds the device.
+(the server sets torch to one thread: ``gagavatar.system.set_torch_threads``). With
+``processes`` (the server's default on the CPU) each thread hands its batches to a process of
+its own (``gagavatar.serve.workers``), so no thread waits for Python's lock between the
+model's operators; without, the threads run the model here, torch releasing the lock inside
+each operator. On a GPU one thread feeds the device.
 """
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ class Rendered:
 
 @dataclass
 class _Frame:
-    priority: float        # the lowest is rendered first (a session's frames per second so far)
     avatar: object
     motion: object | None  # a session's ``Motion``; None: ``driver`` drives the avatar as it is
     driver: FrameParams    # [1]
@@ -65,7 +65,6 @@ class _Frame:
 
 @dataclass
 class _Call:
-    priority: float        # before every frame: -1
     fn: object
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -187,7 +186,7 @@ class RenderEngine:
         frame rate so far, so one that got fewer frames than the others catches up."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        job = _Frame(priority, avatar, motion, driver, format, quality, future, loop, time.perf_counter(), vertices)
+        job = _Frame(avatar, motion, driver, format, quality, future, loop, time.perf_counter(), vertices)
         self._queue.put((priority, next(self._order), job))
         return await future
 
@@ -195,7 +194,7 @@ class RenderEngine:
         """``fn()`` on a render thread, before any frame waiting."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((-1.0, next(self._order), _Call(-1.0, fn, future, loop)))
+        self._queue.put((-1.0, next(self._order), _Call(fn, future, loop)))
         return await future
 
     # ------------------------------------------------------------------ the render threads

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gagavatar.serve.client import Client
+from gagavatar.serve.client import Client, zip_folder
 from gagavatar.serve.loadclients import ClientResult, UnpacedProcess, good_client, misbehaving_client, speak_client
 from gagavatar.serve.protocol import params_message
 from gagavatar.system import rss_mb, usable_cores
@@ -66,7 +66,7 @@ class LoadConfig:
     speak_seconds: float = 10.0  # speech each of them says (the start of realdata speech/eng1.wav, else a tone)
     speech_model: str | None = None  # the server's --speech-model
     driver: str | None = None   # a video or tracked folder; default: realdata obama.mp4, else the bundled clip
-    photo: str | None = None    # default: realdata monroe.jpg, else the bundled source frame
+    photo: str | None = None    # or a tracked folder; default: realdata monroe.jpg, else the bundled source clip
     checkpoint: str | None = None
     head_model: str | None = None
     device: str = "cpu"
@@ -92,12 +92,9 @@ def prepare_inputs(cfg: LoadConfig, workdir: Path, say) -> tuple[bytes, list[dic
     from gagavatar.reenact import DEMO_DATA, load_tracked
 
     photo = Path(cfg.photo) if cfg.photo else (REALDATA / "monroe.jpg")
-    if photo.is_file():
-        photo_bytes = photo.read_bytes()
-    else:
-        buffer = io.BytesIO()
-        Image.fromarray(Dataset(_bundled(DEMO_DATA)).video("source").frame(0)).save(buffer, "PNG")
-        photo, photo_bytes = Path("bundled source frame"), buffer.getvalue()
+    if not photo.exists():  # the bundled source clip, tracked: tests/test_serve_load.py's avatar
+        photo = Dataset(_bundled(DEMO_DATA)).video("source").folder
+    photo_bytes = zip_folder(photo) if photo.is_dir() else photo.read_bytes()
 
     driver = Path(cfg.driver) if cfg.driver else (REALDATA / "obama.mp4")
     if not driver.exists():
