@@ -180,9 +180,13 @@ def test_error_in_the_frames_keeps_the_previous_video(tmp_path):
 
 
 _WRITER = """
-import sys, time
+import signal, sys, time
 import numpy as np
 from gagavatar import io as gio
+
+# Ctrl-C as in a terminal, even when the test runner was started in the background (a shell
+# starts background jobs with SIGINT ignored, and children inherit that)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def frames():
     for i in range(100000):

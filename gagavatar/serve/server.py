@@ -30,7 +30,7 @@ from gagavatar.reenact import Animator
 from gagavatar.serve.config import ServeConfig
 from gagavatar.serve.drive import ARRIVED
 from gagavatar.serve.guard import Guard
-from gagavatar.serve.service import Service, render_threads
+from gagavatar.serve.service import Service
 
 log = logging.getLogger("gagavatar.serve")
 
@@ -156,8 +156,9 @@ def serve(config: ServeConfig, animator: Animator | None = None, say=print) -> N
     app = create_app(config, animator or load_animator(config))
     server = uvicorn.Server(uvicorn_config(app, config))
     host = f"[{config.host}]" if ":" in config.host else config.host
-    say(f"serving on http://{host}:{config.port}/ with {render_threads(config, app.service.animator.device)} "
-        f"render thread(s) (the browser client; API: docs/serve.md)"
+    engine = app.service.engine
+    say(f"serving on http://{host}:{config.port}/ with {engine.workers} render "
+        f"{'process(es)' if engine.processes else 'thread(s)'} (the browser client; API: docs/serve.md)"
         + ("; clients must send the token" if config.token else ""))
     if app.service.speaker is None:  # the speak socket answers 501 with this line
         say(f"WS /avatars/{{id}}/speak is off: {app.service.speech_note}")

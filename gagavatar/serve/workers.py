@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -159,4 +160,5 @@ class RenderProcess:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it closes the pipe
     _serve(Connection(int(sys.argv[1])))
