@@ -3,8 +3,8 @@
 On a CPU, threads that run the model side by side share Python's lock: torch releases it
 inside each operator and takes it back after, so every operator of one thread can wait for
 the other threads (the event loop included), and each hand-over costs a system call. A frame
-of the tiny model is about 1,500 operators, so on two cores the lock cost the service about
-a fifth of its frames. A render thread with a process of its own only waits for its frame:
+of the tiny model is about 1,500 operators: on two cores, two processes render 1.19x the
+frames two threads do (docs/serve.md). A render thread with a process of its own only waits:
 it sends the frame's inputs down a pipe and blocks (without the lock) until the images come
 back; the process runs ``Animator.images`` and converts to uint8 there.
 
@@ -61,7 +61,7 @@ def _serve(conn) -> None:
     from gagavatar.system import set_torch_threads
 
     set_torch_threads(1)
-    animator = torch.load(io.BytesIO(conn.recv_bytes()), weights_only=False)
+    animator = torch.load(io.BytesIO(conn.recv_bytes()), weights_only=False)  # the server's own object
     avatars: dict[int, Avatar] = {}
     _send(conn, ("ready", None))
     while True:
