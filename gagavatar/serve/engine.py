@@ -281,22 +281,23 @@ class RenderEngine:
             _deliver(job, Rendered(data, image.shape[1], image.shape[0], len(ready), (t0 - job.submitted) * 1000,
                                    (t1 - t0) * 1000, (time.perf_counter() - t) * 1000))
         c4 = time.thread_time()
-        in_process = sum(spent.values()) if self._processes else 0.0
-        # the model's stage also holds this thread's part of it (the pipe, with a render process)
-        spent["model"] += c3 - c1 - (0.0 if self._processes else sum(spent.values()))
+        in_process = 0.0
+        if self._processes:  # the process's CPU time; this thread's part (the pipe) counts as the model's
+            in_process = sum(spent.values())
+            spent["model"] += c3 - c1
         self.stats.add(len(ready), time.perf_counter() - t0, c4 - c0 + in_process,
                        {"motion": c1 - c0, **spent, "encode": c4 - c3}, in_process)
 
     def _images(self, ready: list, index: int) -> tuple[list, dict[str, float]]:
-        """The batch's frames as uint8 [R, R, 3], and the CPU seconds of the model and of the
-        conversion to uint8 (on this thread, or in its render process)."""
+        """The batch's frames as uint8 [R, R, 3], and the CPU seconds of the model (its inputs
+        included) and of the conversion to uint8, on this thread or in its render process."""
+        c0 = time.thread_time()
         avatars = [job.avatar for job, _ in ready]
         frames = FrameParams.cat([f for _, f in ready])
         with torch.inference_mode():
             vertices = self._vertices(ready)
             if self._processes:
                 return self._processes[index].images(avatars, frames, vertices)
-            c0 = time.thread_time()
             rgb = self.animator.images(Avatar.cat(avatars), frames, vertices=vertices)
             c1 = time.thread_time()
             images = [self._to_image(x) for x in rgb]
