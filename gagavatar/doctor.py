@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gagavatar.io.files import describe_content
 from gagavatar.known_files import KNOWN_FILES, compare_known
 
 log = logging.getLogger(__name__)
@@ -89,30 +90,6 @@ def _reason(error: Exception, path: Path | str | None = None) -> str:
     return text if len(text) <= 240 else text[:237] + "..."
 
 
-def _sniff(head: bytes) -> str:
-    """What a file that is no checkpoint or head model looks like, from its first bytes."""
-    text = head.lstrip().lower()
-    if not head:
-        return "an empty file"
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512]:
-        return "an HTML page (a download link that returned a web page?)"
-    if head.startswith(b"\x89PNG"):
-        return "a PNG image"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "a JPEG image"
-    if head[4:8] == b"ftyp":
-        return "a video (MP4/MOV)"
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive"
-    if head[:1] == b"\x80":
-        return "a Python pickle"
-    try:
-        head.decode("utf-8")
-        return "a text file"
-    except UnicodeDecodeError:
-        return "unrecognised binary data"
-
-
 # --------------------------------------------------------------------------- checkpoints
 def _release_names(names) -> tuple[int, int, bool]:
     """(how many of ``names`` are the release's tensor names, how many the release has,
@@ -170,7 +147,7 @@ def describe_checkpoint(path: str | Path) -> tuple[str, bool]:
         return _describe_torch(path, mmap=True)
     if head[:1] == b"\x80":  # a pickle: a legacy torch.save file, or e.g. a FLAME .pkl
         return _describe_torch(path, mmap=False)
-    return f"not a checkpoint: {_sniff(head)}", False
+    return f"not a checkpoint: {describe_content(head)}", False
 
 
 def _describe_torch(path: Path, mmap: bool) -> tuple[str, bool]:
@@ -371,7 +348,7 @@ def head_model_checks(path: str | Path | None, landmark_embedding: str | Path | 
         return failed(_reason(e, path))
     except errors as e:
         with open(path, "rb") as f:
-            looks = _sniff(f.read(4096))
+            looks = describe_content(f.read(4096))
         return failed("not a head model: " + (_reason(e, path) if looks in (
             "a Python pickle", "a zip archive", "unrecognised binary data") else looks))
     status, what = describe_head(arrays)

@@ -232,3 +232,21 @@ def test_speech_model_files_are_named(tmp_path, monkeypatch):
     same_size.write_bytes(b"\0" * stand_in.stat().st_size)
     assert doctor.speech_model_check(same_size).status in (ERROR, WARNING)
     assert doctor.speech_model_check(tmp_path / "absent.pt").status == ERROR
+
+
+@pytest.mark.parametrize("head, what", [
+    (b"", "an empty file"),
+    (b"\n<!DOCTYPE html><html><body>Sign in</body></html>", "an HTML page"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
+    (b"\xff\xd8\xff\xe0" + bytes(64), "a JPEG image"),
+    (bytes(4) + b"ftypisom" + bytes(64), "a video"),
+    (b"PK\x03\x04" + bytes(64), "a zip archive"),
+    (b"\x80\x02}q\x00.", "a Python pickle"),
+    ("name = \"caf\u00e9\"\n".encode() * 10 + "\u00e9".encode()[:1], "a text file"),  # a character cut at the end
+    (bytes(100), "unrecognised binary data"),  # valid UTF-8, but no text
+    (b"\xfe\xff\x00\x01" * 20, "unrecognised binary data"),
+])
+def test_describe_content_names_what_a_wrong_file_is(head, what):
+    from gagavatar.io import describe_content
+
+    assert describe_content(head).startswith(what)

@@ -146,7 +146,7 @@ def test_bad_uploads_get_a_4xx_and_the_server_stays_up(service, animator, clips,
     index = json.loads((clips[0].root / "index.json").read_text())
     index["videos"] = [dict(v, path="../../etc") for v in index["videos"] if v["id"] == "source"]
     cases = [
-        ({"photo": ("face.jpg", b"this is a text file, not a photo\n" * 10)}, 415, "not an image (it is text)"),
+        ({"photo": ("face.jpg", b"this is a text file, not a photo\n" * 10)}, 415, "not an image (a text file)"),
         ({"photo": ("face.jpg", noise.getvalue()[:3000])}, 415, "cannot be decoded"),  # truncated
         ({"photo": ("blank.jpg", blank.getvalue())}, 422, "no face found"),
         ({"photo": ("evil.zip", _zip({"../../outside.txt": b"x"}))}, 400, "outside itself"),

@@ -3,7 +3,8 @@ renamed over it when complete: a crash, Ctrl-C or a full disk leaves the previou
 was), ``atomic_folder`` (the same for a folder output, swapped in whole), ``check_output``
 before any work (never over an input, a device, a FIFO or a folder; the right extension; a
 writable folder), and ``OutputError``, one line naming the folder or device and the fix, for
-what cannot be written."""
+what cannot be written; ``describe_content``: what a file that is not what was asked for looks
+like, for such messages."""
 from __future__ import annotations
 
 import ctypes
@@ -37,6 +38,29 @@ def _mount(path: Path) -> tuple[Path, str]:
     except OSError:
         pass
     return mount, device
+
+
+def describe_content(head: bytes) -> str:
+    """What a file's first bytes (a few KB) look like, for a message: "an empty file", "an HTML
+    page (...)", "a PNG image", "a text file", "unrecognised binary data"..."""
+    if not head:
+        return "an empty file"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512]:
+        return "an HTML page (a download link that returned a web page?)"
+    for magic, what in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                        (b"PK\x03\x04", "a zip archive"), (b"\x80", "a Python pickle")):
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        return "a video (MP4/MOV)"
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a character cut at the end of the head is still text
+        decoded = head[:e.start].decode("utf-8") if e.start > len(head) - 4 else None
+    if decoded is not None and all(c.isprintable() or c.isspace() for c in decoded):
+        return "a text file"
+    return "unrecognised binary data"
 
 
 def _existing_folder(path: Path) -> Path:

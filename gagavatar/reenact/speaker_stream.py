@@ -49,16 +49,12 @@ class SpeakerStream:
     def _drive(self, motion: torch.Tensor) -> tuple[FrameParams, torch.Tensor] | None:
         """Smoothed motion [k, D] -> (FrameParams [k], vertices [k, V, 3]), as ``Speaker.frames``
         makes them for a whole clip."""
-        from gagavatar.speech.postprocess import motion_frames, smooth_forehead
+        from gagavatar.speech.postprocess import motion_frames, motion_vertices
 
         if motion.shape[0] == 0:
             return None
         frames = self.motion(motion_frames(motion, self.source))
-        vertices = frames.vertices(self.head)
-        if self.last is None:
-            vertices = smooth_forehead(vertices)
-        else:  # the smoothing starts from the last frame given out, as over the whole clip
-            vertices = smooth_forehead(torch.cat([self.last, vertices]))[1:]
+        vertices = motion_vertices(frames, self.head, before=self.last)
         self.last = vertices[-1:]
         self.frames += len(frames)
         return frames, vertices

@@ -311,7 +311,7 @@ def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     (over ``max_pixels``, or a header claiming a decompression bomb: 1009)."""
     from PIL import Image, UnidentifiedImageError
 
-    from gagavatar.serve.uploads import describe
+    from gagavatar.io.files import describe_content
 
     too_big = "a webcam frame of {}x{} pixels; the limit is {:,} (--max-image-pixels)"
     try:
@@ -327,5 +327,5 @@ def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if isinstance(e, ProtocolError):
             raise
-        raise ProtocolError(f"a webcam frame that is not a readable JPEG or PNG image ({describe(data)})",
+        raise ProtocolError(f"a webcam frame that is not a readable JPEG or PNG image ({describe_content(data[:4096])})",
                             1003) from e

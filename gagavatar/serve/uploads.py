@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gagavatar.data.format import INDEX_FILE, PARAMS_FILE, VIDEO_FILE, Dataset, VideoRecord
 from gagavatar.errors import InputError, LimitError, PathEscapeError
+from gagavatar.io.files import describe_content
 from gagavatar.serve.protocol import MAX_JSON_DEPTH, nests_deeper
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -41,19 +42,6 @@ class UploadError(ValueError):
         self.status = status
 
 
-def describe(data: bytes) -> str:
-    """What some bytes look like, for a message."""
-    if not data:
-        return "it is empty"
-    try:
-        text = data[:512].decode("utf-8")
-    except UnicodeDecodeError:  # (a multi-byte character cut at 512 bytes is rare enough)
-        text = None
-    if text is not None and all(c.isprintable() or c.isspace() for c in text):
-        return "it is text"
-    return f"{len(data)} bytes of unknown content"
-
-
 def sniff(data: bytes) -> str:
     """"zip" or the image format of an upload (its content, not its name)."""
     if data[:4] == ZIP_MAGIC:
@@ -66,7 +54,7 @@ def sniff(data: bytes) -> str:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         fmt = None
     if fmt not in PHOTO_FORMATS:
-        raise UploadError(415, f"the photo is not an image ({describe(data)}): send a JPEG or PNG photo of a face, "
+        raise UploadError(415, f"the photo is not an image ({describe_content(data[:4096])}): send a JPEG or PNG photo of a face, "
                                f"or a .zip of a tracked folder")
     return fmt
 

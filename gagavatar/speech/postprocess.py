@@ -128,7 +128,12 @@ def smooth_forehead(vertices: Tensor, indices=FOREHEAD_VERTICES, weight: float =
     return out
 
 
-def motion_vertices(frames: FrameParams, head) -> Tensor:
+def motion_vertices(frames: FrameParams, head, before: Tensor | None = None) -> Tensor:
     """World-space vertices [F, V, 3] of speech-driven frames: ``frames.vertices(head)`` (the
-    world contract), forehead smoothed over the clip (``smooth_forehead``)."""
-    return smooth_forehead(frames.vertices(head))
+    world contract), forehead smoothed over the clip (``smooth_forehead``). ``before`` [1, V, 3]:
+    the last frame's vertices given out before these (a stream's earlier piece); the smoothing
+    carries on from it."""
+    vertices = frames.vertices(head)
+    if before is None:
+        return smooth_forehead(vertices)
+    return smooth_forehead(torch.cat([before.to(vertices), vertices]))[1:]
