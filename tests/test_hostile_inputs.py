@@ -853,3 +853,17 @@ def test_live_takes_a_tracked_folder_as_driver(tmp_path):
     result = invoke("live", "--source", SOURCE, "--driver", DRIVER, "--out", out, "--no-show", "--max-frames", 3)
     assert result.exit_code == 0, result.output[-2000:]
     assert sum(1 for _ in gio.iter_video(out)) == 3 and gio.video_info(out).fps == 25
+
+
+def test_parameters_of_another_head_model_are_refused_before_rendering(tmp_path):
+    driver = tmp_path / "driver"
+    shutil.copytree(DRIVER, driver)
+    with np.load(driver / "params.npz") as z:
+        arrays = dict(z)
+    arrays["expression"] = np.zeros((len(arrays["expression"]), 150), np.float32)  # the bundled head has 100
+    np.savez(driver / "params.npz", **arrays)
+    out = tmp_path / "r.mp4"
+    message = one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", out),
+                             f"{driver / 'params.npz'}: 150 expression coefficients a frame, but the head model",
+                             "has 100: track the video again")
+    assert not out.exists()

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import time
 import urllib.request
 import zipfile
@@ -145,6 +146,10 @@ def test_bad_uploads_get_a_4xx_and_the_server_stays_up(service, animator, clips,
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)).save(noise, "JPEG")
     index = json.loads((clips[0].root / "index.json").read_text())
     index["videos"] = [dict(v, path="../../etc") for v in index["videos"] if v["id"] == "source"]
+    other_head = shutil.copytree(clips[0].folder, tmp_path / "other_head")  # params of a wider head model
+    with np.load(other_head / "params.npz") as z:
+        params = dict(z) | {"expression": np.zeros((len(z["expression"]), 150), np.float32)}
+    np.savez(other_head / "params.npz", **params)
     cases = [
         ({"photo": ("face.jpg", b"this is a text file, not a photo\n" * 10)}, 415, "not an image (a text file)"),
         ({"photo": ("face.jpg", noise.getvalue()[:3000])}, 415, "cannot be decoded"),  # truncated
@@ -153,6 +158,7 @@ def test_bad_uploads_get_a_4xx_and_the_server_stays_up(service, animator, clips,
         ({"photo": ("evil.zip", _zip({"index.json": json.dumps(index).encode()}))}, 400, "points outside"),
         ({"photo": ("empty.zip", _zip({"readme.txt": b"hello"}))}, 422, "no tracked folder"),
         ({"photo": ("broken.zip", b"PK\x03\x04 not really a zip")}, 400, "not a readable zip"),
+        ({"photo": ("other.zip", zip_folder(other_head))}, 422, "150 expression coefficients a frame"),
         ({"other": ("face.jpg", b"x")}, 400, "multipart field 'photo'"),
     ]
     for files, status, message in cases:

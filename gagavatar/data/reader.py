@@ -64,6 +64,22 @@ class VideoRecord:
             self._params = read_params(self.folder / PARAMS_FILE, self.n_frames)
         return self._params
 
+    def check_head(self, head) -> None:
+        """Refuse, naming the params file, parameters with more shape or expression coefficients
+        a frame than ``head`` (a ``HeadModel``) has: tracked with another head model. Fewer are
+        fine (the missing ones are zero, as FLAME takes them)."""
+        from gagavatar.head import canonical_head_id
+
+        tracked_with = self.info.head_model
+        fix = (f"the video was tracked with {tracked_with}: give that --head-model, or track the video again "
+               f"with this one" if canonical_head_id(tracked_with) != canonical_head_id(head.id)
+               else "track the video again")
+        for name, n in (("shape", head.n_shape), ("expression", head.n_expression)):
+            width = self.params[name].shape[-1]
+            if width > n:
+                raise DatasetError(f"{self.folder / PARAMS_FILE}: {width} {name} coefficients a frame, but the "
+                                   f"head model {head.id} has {n}: {fix}")
+
     def _check(self, i: int) -> None:
         if not 0 <= i < self.n_frames:
             raise IndexError(f"frame {i} out of range for video {self.id!r} of {self.n_frames} frames")

@@ -143,6 +143,7 @@ class AvatarMaker:
                 max_bytes = int(c.max_unpacked_mb * 2**20)
                 root = uploads.extract_archive(data, folder / "archive", max_bytes, c.max_archive_files)
                 video = uploads.open_tracked(root, c.max_image_pixels, max_bytes)
+                video.check_head(s.animator.head)  # as load_tracked does for a photo
             else:
                 photo = uploads.save_photo(data, folder / "photo", c.max_image_pixels)
                 video = load_tracked(photo, folder / "tracked", s.animator.head, progress=False)

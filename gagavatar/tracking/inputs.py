@@ -26,9 +26,16 @@ def load_tracked(path: str | Path, workdir: str | Path | None = None, head=None,
     ``path`` may be a dataset folder (its first video), one video folder of a dataset
     (``video.json``), a GAGAvatar_track output folder (imported into ``workdir``, or a
     new temporary folder), or raw input, which is tracked into ``workdir`` first
-    (``progress``: with progress bars).
+    (``progress``: with progress bars). With ``head`` given, parameters that do not fit it
+    are refused at once (``VideoRecord.check_head``), not midway through a render.
     """
-    path = Path(path)
+    video = _tracked(Path(path), workdir, head, size, smooth, progress)
+    if head is not None:
+        video.check_head(head)
+    return video
+
+
+def _tracked(path: Path, workdir, head, size: int, smooth: float, progress: bool) -> VideoRecord:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir() and (path / INDEX_FILE).is_file():
