@@ -18,6 +18,8 @@ from typer.core import TyperGroup
 from gagavatar.bench import app as bench_app
 from gagavatar.serve.config import ServeConfig
 from gagavatar.settings import checked, command_options
+from gagavatar.train.config import TrainConfig
+from gagavatar.train.personalize_config import PersonalizeConfig
 from gagavatar.train.speech_config import SpeechTrainConfig
 from gagavatar.system import MissingExtra, check_device, usable_cores
 from gagavatar.tracking.framing import check_crop_size
@@ -86,49 +88,23 @@ def _notice_bundled(animator) -> None:
 
 
 @app.command()
-def train(
-    data: str = typer.Option(..., help="dataset folder (docs/data-format.md)"),
-    out: str = typer.Option(..., help="run folder: checkpoints, samples, metrics, model.safetensors"),
-    preset: str = typer.Option(None, help="model preset: tiny, small or paper (default: tiny, or --init's)"),
-    init: str = typer.Option(None, help="start from this checkpoint's weights (ours, the released GAGAvatar.pt, "
-                                        "a run folder), with a fresh optimizer; --resume continues a run instead"),
-    resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
-    overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
-                                                "run's checkpoints, model, metrics, samples and config first"),
-    max_steps: int = typer.Option(200_000, help="total optimisation steps", min=1),
-    max_minutes: float = typer.Option(None, help="stop after this much training time and write the model"),
-    frames: str = typer.Option(None, help="START:STOP: train on these frames of each video only (holds out the rest)"),
-    freeze: list[str] = typer.Option([], help="keep a part fixed besides the backbone: decoder, expression, "
-                                              "lifting, refiner (repeatable)"),
-    batch_size: int = typer.Option(8, help="samples per step and process", min=1),
-    lr: float = typer.Option(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)"),
-    lr_decay_steps: int = typer.Option(200_000, help="steps of the linear decay to 0.1x", min=1),
-    ablation: list[str] = typer.Option([], help="one_plane, no_fid, no_refiner, no_lifting_loss (repeatable)"),
-    perceptual_weights: str = typer.Option(None, help="GAGAvatar.pt (or converted .safetensors) for the perceptual loss"),
-    backbone_weights: str = typer.Option(None, help="DINOv2 .pth or GAGAvatar.pt for the frozen ViT"),
-    head_model: str = typer.Option(None, help="FLAME-format head model (default: bundled synthetic head)"),
-    checkpoint_every: int = typer.Option(500, help="steps between checkpoints", min=1),
-    keep_last: int = typer.Option(3, help="checkpoints kept", min=1),
-    sample_every: int = typer.Option(250, help="steps between sample grids", min=1),
-    num_workers: int = typer.Option(0, help="DataLoader worker processes", min=0),
-    seed: int = typer.Option(0, help="seed of the model init and the sample order", min=0),
-    model: list[str] = typer.Option([], help="preset override KEY=VALUE, e.g. plane_size=32 (repeatable)"),
-):
+@command_options(TrainConfig)
+def train(config,
+          frames: str = typer.Option(None, help="START:STOP: train on these frames of each video only (holds out "
+                                                "the rest)"),
+          model: list[str] = typer.Option([], help="preset override KEY=VALUE, e.g. plane_size=32 (repeatable)"),
+          resume: bool = typer.Option(False, help="continue from the newest checkpoint in --out"),
+          overwrite: bool = typer.Option(False, help="start again in an --out that holds another run: deletes that "
+                                                     "run's checkpoints, model, metrics, samples and config first")):
     """Train a GAGAvatar network (under torchrun for several GPUs or nodes)."""
+    from dataclasses import replace
+
     from gagavatar import io as gio
-    from gagavatar.train.trainer import TrainConfig
     from gagavatar.train.trainer import train as run_training
 
-    gio.check_output_folder(out, inputs=(data, init, head_model, perceptual_weights, backbone_weights))
-
-    cfg = TrainConfig(data=data, out=out, preset=preset, init=init, freeze=tuple(freeze), frames=_range(frames),
-                      max_minutes=max_minutes, ablations=tuple(ablation), max_steps=max_steps,
-                      batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps,
-                      perceptual_weights=perceptual_weights, backbone_weights=backbone_weights,
-                      head_model=head_model, checkpoint_every=checkpoint_every, keep_last=keep_last,
-                      sample_every=sample_every, num_workers=num_workers, seed=seed,
-                      model=_overrides(model))
-    run_training(cfg, resume=resume, overwrite=overwrite)
+    c = replace(config, frames=_range(frames), model=_overrides(model))
+    gio.check_output_folder(c.out, inputs=(c.data, c.init, c.head_model, c.perceptual_weights, c.backbone_weights))
+    run_training(c, resume=resume, overwrite=overwrite)
 
 
 def _range(text: str | None) -> tuple[int, int] | None:
@@ -159,30 +135,16 @@ def _overrides(items: list[str]) -> dict:
 
 
 @app.command()
-def personalize(
-    video: str = typer.Option(..., help="a short video of the person (or a folder that `gagavatar track` wrote)"),
-    out: str = typer.Option("person.safetensors", help="the personalised checkpoint (person.json and person.png "
-                                                        "beside it: the held-out report)"),
-    checkpoint: str = typer.Option(None, help="the model to start from: ours, the released GAGAvatar.pt, a run "
-                                              "folder (default: the bundled tiny model)"),
-    head_model: str = typer.Option(None, help="the head model that checkpoint was trained with"),
-    minutes: float = typer.Option(None, help="training time (default 10 unless --steps)"),
-    steps: int = typer.Option(None, help="training steps instead of a time budget", min=1),
-    holdout: float = typer.Option(0.15, help="the clip's last fraction of frames, held out to measure on"),
-    lr: float = typer.Option(3e-4, help="learning rate"),
-    batch_size: int = typer.Option(4, help="pairs per step", min=1),
-    freeze: list[str] = typer.Option([], help="keep a part as it is: decoder, expression, lifting, refiner"),
-):
+@command_options(PersonalizeConfig)
+def personalize(config):
     """Fine-tune the one-shot network on a video of one person; reports held-out PSNR before and after.
     Interrupted, it continues where it stopped when run again."""
-    from gagavatar.train.personalize import PersonalizeConfig
     from gagavatar.train.personalize import personalize as run
 
     t0 = time.perf_counter()
-    report = run(PersonalizeConfig(video=video, out=out, checkpoint=checkpoint, head_model=head_model,
-                                   minutes=minutes, steps=steps, holdout=holdout, lr=lr, batch_size=batch_size,
-                                   freeze=tuple(freeze)), say=lambda line: typer.echo(line, err=True))
-    _done(f"wrote {out}, {Path(out).with_suffix('.json')}, {report['contact_sheet']}", t0)
+    report = run(config, say=lambda line: typer.echo(line, err=True))
+    out = Path(config.out)
+    _done(f"wrote {out}, {out.with_suffix('.json')}, {report['contact_sheet']}", t0)
 
 
 @app.command("convert-official")

@@ -32,12 +32,14 @@ import typing
 
 
 def setting(default, help: str, *, flag: str | None = None, envvar: str | None = None,
-            min: float | None = None, max: float | None = None, check=None, cli: bool = True):  # noqa: A002
+            min: float | None = None, max: float | None = None, check=None, cli: bool = True,  # noqa: A002
+            required: bool = False):
     """A dataclass field with its command-line help. ``flag``: the option's name when not
     ``--field-name``; ``envvar``: read from this environment variable; ``min`` / ``max``: bounds
     and ``check(value) -> value`` (``checked``) applied where the option is parsed; ``cli=False``:
-    not an option."""
-    meta = {"help": help, "flag": flag, "envvar": envvar, "min": min, "max": max, "check": check, "cli": cli}
+    not an option; ``required``: the command line must give it (``default`` is the dataclass's)."""
+    meta = {"help": help, "flag": flag, "envvar": envvar, "min": min, "max": max, "check": check, "cli": cli,
+            "required": required}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) default for a setting")
     return dataclasses.field(default=default, metadata={"setting": meta})
@@ -103,6 +105,8 @@ def command_options(config_cls, **overrides):
             default = overrides.get(f.name, f.default)
             kind = _option_type(hints[f.name])
             names = [meta["flag"]] if meta["flag"] else []
+            if meta["required"]:
+                default = ...
             option = typer.Option(list(default) if isinstance(default, tuple) else default, *names,
                                   help=meta["help"], envvar=meta["envvar"], show_envvar=bool(meta["envvar"]),
                                   min=meta["min"], max=meta["max"],
@@ -116,8 +120,8 @@ def command_options(config_cls, **overrides):
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
             return fn(config_cls(**fields), **kwargs)
 
-        command.__signature__ = inspect.Signature(
-            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + params)
+        command.__signature__ = inspect.Signature(  # the config's options first, then the command's own
+            params + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
         # typer must read the signature above, not fn's (wraps copied fn's annotations, as strings)
         command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
         del command.__wrapped__

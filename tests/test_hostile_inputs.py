@@ -863,7 +863,7 @@ def test_parameters_of_another_head_model_are_refused_before_rendering(tmp_path)
     arrays["expression"] = np.zeros((len(arrays["expression"]), 150), np.float32)  # the bundled head has 100
     np.savez(driver / "params.npz", **arrays)
     out = tmp_path / "r.mp4"
-    message = one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", out),
-                             f"{driver / 'params.npz'}: 150 expression coefficients a frame, but the head model",
-                             "has 100: track the video again")
+    one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", out),
+                   f"{driver / 'params.npz'}: 150 expression coefficients a frame, but the head model",
+                   "has 100: track the video again")
     assert not out.exists()

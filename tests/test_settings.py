@@ -12,6 +12,7 @@ from gagavatar.settings import cli_fields, command_options, setting
 
 @dataclass
 class Example:
+    name: str = setting("", "what to run", required=True)
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8765, "port to listen on", min=0, max=65535)
     origins: tuple[str, ...] = setting((), "an allowed origin (repeatable)", flag="--allowed-origin")
@@ -38,12 +39,12 @@ def app_of(seen: list) -> typer.Typer:
 def test_options_come_from_the_dataclass_and_parse_into_it(monkeypatch):
     seen = []
     monkeypatch.setenv("EXAMPLE_TOKEN", "s3cret")
-    result = CliRunner().invoke(app_of(seen), ["run", "--port", "9000", "--allowed-origin", "https://a.example",
+    result = CliRunner().invoke(app_of(seen), ["run", "--name", "a", "--port", "9000", "--allowed-origin", "https://a.example",
                                                "--allowed-origin", "https://b.example", "--rate", "12.5",
                                                "--verbose"])
     assert result.exit_code == 0, result.output
     config, verbose = seen[0]
-    assert config == Example(port=9000, origins=("https://a.example", "https://b.example"), token="s3cret", rate=12.5)
+    assert config == Example(name="a", port=9000, origins=("https://a.example", "https://b.example"), token="s3cret", rate=12.5)
     assert verbose is True and config.internal == 5
 
 
@@ -51,11 +52,13 @@ def test_defaults_help_and_bounds(monkeypatch):
     seen = []
     monkeypatch.delenv("EXAMPLE_TOKEN", raising=False)
     runner = CliRunner()
-    assert runner.invoke(app_of(seen), ["run"]).exit_code == 0 and seen[0][0] == Example()
+    assert runner.invoke(app_of(seen), ["run", "--name", ""]).exit_code == 0 and seen[0][0] == Example()
+    missing = runner.invoke(app_of([]), ["run"])
+    assert missing.exit_code == 2 and "Missing option '--name'" in missing.output
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps help text at the terminal width
     help_text = runner.invoke(app_of([]), ["run", "--help"]).output
     for field in cli_fields(Example):
         assert field.metadata["setting"]["help"] in help_text
     assert "--internal" not in help_text and "--allowed-origin" in help_text and "8765" in help_text
-    refused = runner.invoke(app_of(seen), ["run", "--port", "70000"])
+    refused = runner.invoke(app_of(seen), ["run", "--name", "a", "--port", "70000"])
     assert refused.exit_code == 2 and "--port" in refused.output and "65535" in refused.output and len(seen) == 1

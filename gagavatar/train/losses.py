@@ -10,22 +10,12 @@ inside the image, as the reference does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass
-class LossConfig:
-    image: float = 0.5
-    box: float = 0.5
-    perceptual: float = 0.01
-    lifting: float = 10.0
-    box_scale: float = 1.1
-    box_size: int | None = None  # crops are resized to this side (None: the render size, 512 in the paper)
+from gagavatar.train.config import LossConfig
 
 
 def expand_face_box(bbox: Tensor, scale: float = 1.1) -> Tensor:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -35,41 +34,8 @@ from gagavatar.model import load, save
 from gagavatar.reenact import Animator, load_tracked, source_frame
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
 from gagavatar.system import default_device
+from gagavatar.train.personalize_config import PersonalizeConfig
 from gagavatar.train.trainer import TrainConfig, train
-
-
-@dataclass
-class PersonalizeConfig:
-    """Settings of one personalisation (the CLI's options)."""
-
-    video: str                        # the person's clip (any video, image folder), or a tracked folder
-    out: str = "person.safetensors"   # the personalised checkpoint; person.json / person.png beside it
-    checkpoint: str | None = None     # BASE: None = the bundled tiny model; ours, GAGAvatar.pt, a run folder
-    head_model: str | None = None     # the head model BASE was trained with (None: the bundled one)
-    minutes: float | None = None      # training time budget (default: 10 when no --steps)
-    steps: int | None = None          # or a number of steps
-    holdout: float = 0.15             # the clip's last fraction of frames, never trained on
-    lr: float = 3e-4
-    batch_size: int = 4
-    freeze: tuple[str, ...] = ()      # parts kept as BASE has them (gagavatar.train.trainer.FREEZABLE)
-    eval_frames: int = 8              # held-out frames the progress bar's PSNR is measured on
-    checkpoint_every: int = 50
-    workdir: str | None = None        # default: OUT's name + ".work" beside it
-
-    def validate(self) -> None:
-        """Refuse a setting in one line naming this command's own option."""
-        if self.minutes is not None and self.steps is not None:
-            raise ValueError("give --minutes or --steps, not both")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {self.steps}")
-        for name in ("minutes", "lr"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name} must be a positive number, got {value}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"--holdout is a fraction of the clip's frames, between 0 and 1; got {self.holdout}")
 
 
 @dataclass

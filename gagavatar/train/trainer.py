@@ -15,10 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,7 +28,8 @@ from gagavatar.data.frame import FrameParams
 from gagavatar.eval.metrics import psnr
 from gagavatar.head import load_head_model
 from gagavatar.io import atomic_path, output_errors, remove_stale_temps
-from gagavatar.train.losses import GAGAvatarLoss, LossConfig
+from gagavatar.train.config import ABLATIONS, ARCHITECTURE, FREEZABLE, LossConfig, TrainConfig  # noqa: F401
+from gagavatar.train.losses import GAGAvatarLoss
 from gagavatar.train.sampler import StepBatchSampler
 from gagavatar.errors import NonFiniteError
 from gagavatar.train.state import (RUN_MARKER, clear_run, is_run, latest_checkpoint, mark_run, read_training_state,
@@ -38,97 +37,6 @@ from gagavatar.train.state import (RUN_MARKER, clear_run, is_run, latest_checkpo
                                    set_aside, truncate_metrics)
 
 console = Console()
-
-# The paper's Table 3 ablations: name -> model-config overrides (the lifting-loss
-# ablation is a loss switch, handled in the loop).
-ABLATIONS = {
-    "one_plane": {"one_plane": True},
-    "no_fid": {"use_fid": False},
-    "no_refiner": {"use_refiner": False},
-    "no_lifting_loss": {},
-}
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (defaults: the paper's optimiser and schedule)."""
-
-    data: str = ""
-    out: str = "runs/tiny"
-    preset: str | None = None         # tiny, small or paper; None: "tiny", or the --init checkpoint's
-    model: dict = field(default_factory=dict)  # model-config fields overriding the preset's
-    ablations: tuple[str, ...] = ()
-    init: str | None = None           # start from this checkpoint's weights (ours, GAGAvatar.pt, a run folder)
-    freeze: tuple[str, ...] = ()      # modules kept as they are besides the backbone (e.g. "decoder")
-    frames: tuple[int, int] | None = None  # train on frames start <= i < stop of each video only
-    max_steps: int = 200_000
-    max_minutes: float | None = None  # stop (and write the model) after this much training time
-    batch_size: int = 8
-    lr: float = 1e-4
-    low_lr_factor: float = 0.1        # style MLP and final linear of the refiner (reference)
-    betas: tuple[float, float] = (0.0, 0.99)
-    lr_end_factor: float = 0.1        # LinearLR 1.0 -> 0.1 ...
-    lr_decay_steps: int = 200_000     # ... over this many steps
-    grad_clip: float = 1.0            # max global grad norm; 0 disables
-    loss: LossConfig = field(default_factory=LossConfig)
-    perceptual_weights: str | None = None  # GAGAvatar.pt or a converted .safetensors
-    backbone_weights: str | None = None    # DINOv2 .pth or GAGAvatar.pt (else random ViT, warned)
-    head_model: str | None = None          # FLAME-format file (else the bundled synthetic head)
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    sample_every: int = 250
-    log_every: int = 10
-    num_workers: int = 0
-    seed: int = 0
-    bf16: bool = True                 # autocast on CUDA only
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        """The settings ``to_json`` wrote (a run's config.json); lists back to tuples."""
-        fields = json.loads(text)
-        fields["loss"] = LossConfig(**fields.get("loss", {}))
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
-
-    def validate(self) -> None:
-        """Refuse, before anything is built or written, a setting the loop cannot run with (one line)."""
-        for name in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "sample_every", "log_every",
-                     "lr_decay_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value}")
-        for name in ("lr", "low_lr_factor"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise ValueError(f"grad_clip must be 0 (off) or a positive number, got {self.grad_clip}")
-        if self.num_workers < 0:
-            raise ValueError(f"--num-workers must be 0 or more, got {self.num_workers}")
-        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
-            raise ValueError(f"--max-minutes must be a positive number, got {self.max_minutes}")
-        if self.frames is not None and not (0 <= self.frames[0] < self.frames[1]):
-            raise ValueError(f"--frames START:STOP needs 0 <= START < STOP, got {self.frames}")
-        if self.model:  # a bad --model KEY=VALUE fails here, before the run folder is touched
-            from gagavatar.model.config import preset_config
-
-            preset_config(self.preset or "tiny", **self.model)
-        if self.init is not None and (self.model or self.ablations):
-            raise ValueError("--init takes the network from its checkpoint; --model and --ablation would change it: "
-                             "leave them out")
-        unknown = sorted(set(self.freeze) - set(FREEZABLE))
-        if unknown:
-            raise ValueError(f"--freeze {unknown}: choose from {list(FREEZABLE)}")
-
-
-# Settings that decide the network's shape: a run resumed with others would load the wrong weights.
-ARCHITECTURE = ("preset", "model", "ablations", "head_model", "init")
-# What --freeze may keep fixed (the backbone always is): the network's parts
-FREEZABLE = ("decoder", "expression", "lifting", "refiner")
-
 
 def check_run_folder(cfg, resume: bool, overwrite: bool, architecture: tuple[str, ...] = ARCHITECTURE) -> None:
     """Refuse an ``--out`` that holds another run unless ``--resume`` (same network: the
