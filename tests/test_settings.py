@@ -39,12 +39,14 @@ def app_of(seen: list) -> typer.Typer:
 def test_options_come_from_the_dataclass_and_parse_into_it(monkeypatch):
     seen = []
     monkeypatch.setenv("EXAMPLE_TOKEN", "s3cret")
-    result = CliRunner().invoke(app_of(seen), ["run", "--name", "a", "--port", "9000", "--allowed-origin", "https://a.example",
+    result = CliRunner().invoke(app_of(seen), ["run", "--name", "a", "--port", "9000",
+                                               "--allowed-origin", "https://a.example",
                                                "--allowed-origin", "https://b.example", "--rate", "12.5",
                                                "--verbose"])
     assert result.exit_code == 0, result.output
     config, verbose = seen[0]
-    assert config == Example(name="a", port=9000, origins=("https://a.example", "https://b.example"), token="s3cret", rate=12.5)
+    assert config == Example(name="a", port=9000, origins=("https://a.example", "https://b.example"),
+                             token="s3cret", rate=12.5)
     assert verbose is True and config.internal == 5
 
 

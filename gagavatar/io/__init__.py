@@ -16,8 +16,8 @@ from gagavatar.io.archive import extract_zip
 from gagavatar.io.audio import AUDIO_EXTENSIONS, SPEECH_RATE, read_audio, read_speech, speak_text, write_wav
 from gagavatar.io.ffmpeg import ffmpeg_exe
 from gagavatar.io.files import (atomic_folder, atomic_path, check_output, check_output_folder, check_writable,
-                                describe_content, fingerprint, no_space_error, output_error, output_errors, refuse_special,
-                                remove_stale_temps, staging_folder, swap_in, temp_path)
+                                describe_content, fingerprint, no_space_error, output_error, output_errors,
+                                refuse_special, remove_stale_temps, staging_folder, swap_in, temp_path)
 from gagavatar.io.images import (IMAGE_EXTENSIONS, is_image, list_images, natural_key, read_image, resize_frame,
                                  resize_image, tensor_to_image, to_rgb_uint8, write_image_grid)
 from gagavatar.io.tensors import (TensorFileError, check_finite, load_torch_file, read_safetensors_metadata,

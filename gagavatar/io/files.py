@@ -40,9 +40,10 @@ def _mount(path: Path) -> tuple[Path, str]:
     return mount, device
 
 
-def describe_content(head: bytes) -> str:
-    """What a file's first bytes (a few KB) look like, for a message: "an empty file", "an HTML
-    page (...)", "a PNG image", "a text file", "unrecognised binary data"..."""
+def describe_content(data: bytes) -> str:
+    """What a file looks like by its first 4 KB, for a message: "an empty file", "an HTML page
+    (...)", "a PNG image", "a text file", "unrecognised binary data"..."""
+    head = data[:4096]
     if not head:
         return "an empty file"
     text = head.lstrip().lower()

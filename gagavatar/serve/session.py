@@ -327,5 +327,5 @@ def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if isinstance(e, ProtocolError):
             raise
-        raise ProtocolError(f"a webcam frame that is not a readable JPEG or PNG image ({describe_content(data[:4096])})",
+        raise ProtocolError(f"a webcam frame that is not a readable JPEG or PNG image ({describe_content(data)})",
                             1003) from e

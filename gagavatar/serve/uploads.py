@@ -54,8 +54,8 @@ def sniff(data: bytes) -> str:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         fmt = None
     if fmt not in PHOTO_FORMATS:
-        raise UploadError(415, f"the photo is not an image ({describe_content(data[:4096])}): send a JPEG or PNG photo of a face, "
-                               f"or a .zip of a tracked folder")
+        raise UploadError(415, f"the photo is not an image ({describe_content(data)}): send a JPEG or PNG photo of "
+                               f"a face, or a .zip of a tracked folder")
     return fmt
 
 

@@ -35,7 +35,8 @@ from gagavatar.reenact import Animator, load_tracked, source_frame
 from gagavatar.reenact.inputs import DEFAULT_CHECKPOINT, is_bundled_model
 from gagavatar.system import default_device
 from gagavatar.train.personalize_config import PersonalizeConfig
-from gagavatar.train.trainer import TrainConfig, train
+from gagavatar.train.config import TrainConfig
+from gagavatar.train.trainer import train
 
 
 @dataclass

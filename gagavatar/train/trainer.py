@@ -28,7 +28,7 @@ from gagavatar.data.frame import FrameParams
 from gagavatar.eval.metrics import psnr
 from gagavatar.head import load_head_model
 from gagavatar.io import atomic_path, output_errors, remove_stale_temps
-from gagavatar.train.config import ABLATIONS, ARCHITECTURE, FREEZABLE, LossConfig, TrainConfig  # noqa: F401
+from gagavatar.train.config import ABLATIONS, ARCHITECTURE, TrainConfig
 from gagavatar.train.losses import GAGAvatarLoss
 from gagavatar.train.sampler import StepBatchSampler
 from gagavatar.errors import NonFiniteError
