@@ -7,6 +7,7 @@ video has the speech as its sound track and the audio's length, the motion file 
 import math
 import shutil
 import subprocess
+import wave
 
 import numpy as np
 import pytest
@@ -95,6 +96,18 @@ def test_silence_is_valid_speech(flame_animator, speaker, pipeline_fixture, tmp_
     summary = commands.speak(pipeline_fixture / "source", tmp_path / "quiet.mp4", flame_animator, speaker,
                              np.zeros(16000, np.float32), workdir=tmp_path / "work")
     assert summary.n_frames == 25
+
+
+def test_a_stereo_recording_is_averaged_not_summed(tmp_path):
+    """ffmpeg's float downmix sums stereo at 1/sqrt(2) a channel: 3 dB louder, peaks over 1."""
+    t = np.arange(8000) / 16000
+    left, right = 0.9 * np.sin(2 * np.pi * 220 * t), 0.6 * np.sin(2 * np.pi * 330 * t)
+    with wave.open(str(tmp_path / "stereo.wav"), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes((np.stack([left, right], 1) * 32767).round().astype("<i2").tobytes())
+    np.testing.assert_allclose(gio.read_audio(tmp_path / "stereo.wav"), (left + right) / 2, atol=2e-4)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make install adds it)")

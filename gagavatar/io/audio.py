@@ -20,7 +20,7 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".
 
 def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
     """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
-    (channels averaged, resampled by ffmpeg). Sample 0 is the file's time 0, the time of a
+    (channels mixed with weights that sum to 1: stereo is averaged; resampled by ffmpeg). Sample 0 is the file's time 0, the time of a
     video's first decoded frame: a sound track that starts late begins with silence, so the
     sound stays in step with the frames. ``NoSoundError`` when there is no sound."""
     path = Path(path)
@@ -28,9 +28,11 @@ def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
         raise InputError(f"{path}: audio file not found")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty; give a recording (wav, mp3, m4a, flac)")
-    # aresample first_pts=0: silence before a sound track that starts after time 0 (and gaps filled)
+    # aresample first_pts=0: silence before a sound track that starts after time 0 (and gaps filled);
+    # rematrix_maxval=1: ffmpeg's float downmix to mono otherwise sums stereo at 1/sqrt(2) each (3 dB
+    # louder than either channel, peaks over 1) and 5.1 louder still
     result = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0",
-                             "-ac", "1", "-ar", str(rate), "-af", "aresample=async=1:first_pts=0",
+                             "-ac", "1", "-ar", str(rate), "-af", "aresample=async=1:first_pts=0:rematrix_maxval=1",
                              "-f", "f32le", "-"], capture_output=True)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")
