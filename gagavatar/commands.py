@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar import io as gio
+from gagavatar.data.layout import AUDIO_RATE
 from gagavatar.reenact import DEMO_DATA, DEMO_SENTENCE, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
 from gagavatar.head import BUNDLED_HEAD_ID
 from gagavatar.reenact.speaker import Speaker, load_motion, save_motion
@@ -52,7 +53,7 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
             keep_frames: bool = False, progress=None, avatar=None) -> ReenactSummary:
     """Animate ``source`` (image or tracked folder) with ``driver`` (video, image folder or
     tracked folder) through ``animator`` (its model, head and background) and write an H.264 mp4
-    to ``out``. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
+    to ``out``, with the driver's sound when it has some. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
     when the caller has reconstructed it already."""
     t0 = time.perf_counter()
     check_video_output(out, source, driver, animator.checkpoint)  # before the work, not after it
@@ -81,7 +82,9 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
                     progress(i + 1, len(frames))
                 yield side_by_side(drv.frame(i), image) if side_by_side_view else image
 
-        path = gio.write_video(out, video(), fps=fps)
+        # the driver's sound goes with its frames (not when they are retimed or come from a motion file)
+        sound = drv.audio() if not motion_file and fps == drv.info.fps else None
+        path = gio.write_video(out, video(), fps=fps, audio=sound, audio_rate=AUDIO_RATE)
     seconds = time.perf_counter() - t0
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
 

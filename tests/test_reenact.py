@@ -60,6 +60,26 @@ def test_reenact_repeats_frames_without_a_face(animator, clips, tmp_path):
     assert np.abs(video[2].astype(int) - video[3].astype(int)).mean() < 0.5
 
 
+def test_reenact_keeps_the_drivers_sound(animator, clips, tmp_path):
+    """A driver with sound (a talking clip) gives a video that says the same, in step with the frames."""
+    from gagavatar.io import read_audio
+
+    source, driver = clips
+    n = 10
+    params = {k: v[:n] if v.ndim and v.shape[0] == driver.n_frames and k != "landmark_ids" else v
+              for k, v in driver.params.arrays.items()}
+    t = np.arange(n * 640) / 16000
+    sound = (0.5 * np.sin(2 * np.pi * 440 * t) * (t > 0.2)).astype(np.float32)  # a tone from frame 5 on
+    write_video(tmp_path / "drv", "talking", np.stack([driver.frame(i) for i in range(n)]),
+                np.stack([driver.matte(i) for i in range(n)]), params, "someone", "test", fps=25.0, audio=sound)
+    summary = commands.reenact(source.folder, tmp_path / "drv" / "talking", tmp_path / "out.mp4", animator=animator,
+                               workdir=tmp_path / "work")
+    heard = read_audio(summary.out)
+    assert abs(len(heard) - len(sound)) <= 640  # within a frame
+    loud = np.abs(heard[:len(sound)]) > 0.25
+    assert not loud[:3000].any() and loud[3500:].mean() > 0.5  # silent, then the tone from 0.2 s
+
+
 def test_reenact_tracks_without_an_overlay_video(animator, clips, tmp_path):
     """A raw driver is tracked for the reenactment only: no overlay video rendered and thrown away."""
     from PIL import Image
