@@ -469,3 +469,49 @@ def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path)
     elsewhere = [u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).netloc != own]
     assert not elsewhere, f"the page fetched from outside the server: {elsewhere}"
     assert not errors, f"the page logged errors: {errors}"
+
+
+def test_page_makes_the_avatar_speak(animator, clips, tmp_path):
+    """Pick a photo and a recording, press Speak: every frame comes back, then the recording plays
+    with the frames in step (the avatar's picture changes as the sound goes on); no error logged."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; `make install` adds it with apt-get)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    from gagavatar.io import read_audio
+    from gagavatar.reenact import DEMO_SENTENCE, Speaker
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(clips[0].frame(0)).save(photo)
+    sentence = bundled(DEMO_SENTENCE)
+    n_frames = int(np.ceil(len(read_audio(sentence)) / 16000 * 25))
+    errors: list[str] = []
+    with RunningServer(ServeConfig(port=0), animator, speaker=Speaker.load()) as server, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + [
+            "--autoplay-policy=no-user-gesture-required"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.locator("#photo").set_input_files(str(photo))
+            page.get_by_text("Avatar ready").wait_for(timeout=60_000)
+            assert page.locator("#speak").is_disabled()  # no recording yet
+            page.locator("#speech").set_input_files(str(sentence))
+            page.locator("#speak").click()
+            page.get_by_text("Speaking:").wait_for(timeout=60_000)
+            status = page.locator("#status").text_content()
+            assert f"Speaking: {n_frames} frames at 25" in status, status
+            seen, deadline = set(), time.monotonic() + 30  # the sentence lasts 5.7 s
+            while not page.locator("#status").text_content().startswith("Spoken."):
+                seen.add(page.locator("#avatar").get_attribute("src"))
+                assert time.monotonic() < deadline and not errors, (len(seen), errors)
+                time.sleep(0.1)
+            assert len(seen) >= 10, f"the picture changed {len(seen)} times while the sound played"
+            assert page.locator("#voice").is_visible() and page.locator("#stop").is_disabled()
+        finally:
+            browser.close()
+        with urllib.request.urlopen(server.url + "/metrics") as r:
+            metrics = json.loads(r.read())
+    assert metrics["sessions"]["ended"].get("finished", 0) >= 1 and metrics["errors"]["server"] == 0, metrics
+    assert not errors, f"the page logged errors: {errors}"
