@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import urllib.request
+import wave
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -473,7 +474,9 @@ def test_page_in_headless_chromium_with_a_fake_webcam(animator, clips, tmp_path)
 
 def test_page_makes_the_avatar_speak(animator, clips, tmp_path):
     """Pick a photo and a recording, press Speak: every frame comes back, then the recording plays
-    with the frames in step (the avatar's picture changes as the sound goes on); no error logged."""
+    with the frames in step (the avatar's picture changes as the sound goes on); no error logged.
+    The recording is a 48 kHz stereo WAV over the service's 1 MB message limit (the page sends the
+    sound it decodes as PCM16 pieces); a file that is not sound gets the server's one line."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium; `make install` adds it with apt-get)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
@@ -482,8 +485,16 @@ def test_page_makes_the_avatar_speak(animator, clips, tmp_path):
 
     photo = tmp_path / "photo.png"
     Image.fromarray(clips[0].frame(0)).save(photo)
-    sentence = bundled(DEMO_SENTENCE)
-    n_frames = int(np.ceil(len(read_audio(sentence)) / 16000 * 25))
+    words = read_audio(bundled(DEMO_SENTENCE))
+    n_frames = int(np.ceil(len(words) / 16000 * 25))
+    sentence = tmp_path / "sentence.wav"  # as a microphone records it
+    loud = np.interp(np.arange(3 * len(words)) / 3, np.arange(len(words)), words)
+    with wave.open(str(sentence), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(2)
+        f.setframerate(48000)
+        f.writeframes((np.repeat(loud[:, None], 2, 1) * 32767).round().astype("<i2").tobytes())
+    assert sentence.stat().st_size > ServeConfig().max_message_bytes
     errors: list[str] = []
     with RunningServer(ServeConfig(port=0), animator, speaker=Speaker.load()) as server, \
             sync_api.sync_playwright() as p:
@@ -509,6 +520,10 @@ def test_page_makes_the_avatar_speak(animator, clips, tmp_path):
                 time.sleep(0.1)
             assert len(seen) >= 10, f"the picture changed {len(seen)} times while the sound played"
             assert page.locator("#voice").is_visible() and page.locator("#stop").is_disabled()
+            (tmp_path / "notes.wav").write_text("not a sound at all\n")
+            page.locator("#speech").set_input_files(str(tmp_path / "notes.wav"))
+            page.locator("#speak").click()
+            page.get_by_text("cannot be read as audio").wait_for(timeout=30_000)
         finally:
             browser.close()
         with urllib.request.urlopen(server.url + "/metrics") as r:
