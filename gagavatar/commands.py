@@ -53,8 +53,8 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
             keep_frames: bool = False, progress=None, avatar=None) -> ReenactSummary:
     """Animate ``source`` (image or tracked folder) with ``driver`` (video, image folder or
     tracked folder) through ``animator`` (its model, head and background) and write an H.264 mp4
-    to ``out``, with the driver's sound when it has some. ``progress(done, total)`` is called after each frame; ``avatar``: the source's,
-    when the caller has reconstructed it already."""
+    to ``out``, with the driver's sound when it has some. ``progress(done, total)`` is called
+    after each frame; ``avatar``: the source's, when the caller has reconstructed it already."""
     t0 = time.perf_counter()
     check_video_output(out, source, driver, animator.checkpoint)  # before the work, not after it
     motion_file = Path(driver).suffix == ".npz"  # a motion `speak --motion-out` wrote

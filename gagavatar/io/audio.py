@@ -20,9 +20,10 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".
 
 def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
     """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
-    (channels mixed with weights that sum to 1: stereo is averaged; resampled by ffmpeg). Sample 0 is the file's time 0, the time of a
-    video's first decoded frame: a sound track that starts late begins with silence, so the
-    sound stays in step with the frames. ``NoSoundError`` when there is no sound."""
+    (channels mixed with weights that sum to 1, so stereo is averaged; resampled by ffmpeg).
+    Sample 0 is the file's time 0, the time of a video's first decoded frame: a sound track that
+    starts late begins with silence, so the sound stays in step with the frames.
+    ``NoSoundError`` when there is no sound."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: audio file not found")
