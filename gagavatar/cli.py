@@ -8,6 +8,7 @@ status 1; ``--debug`` shows the traceback instead. ``--verbose`` lets the librar
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -642,6 +643,13 @@ def doctor(
     for check in checks:
         typer.echo(checks_module.format_line(check, color=True))
     raise typer.Exit(checks_module.exit_code(checks))
+
+
+# A command list shows each command's first paragraph, which rich would break where the
+# docstring's lines break: give it as one line.
+for _command in app.registered_commands + bench_app.registered_commands:
+    if _command.short_help is None and _command.callback.__doc__:
+        _command.short_help = " ".join(inspect.cleandoc(_command.callback.__doc__).split("\n\n")[0].split())
 
 
 def main() -> None:

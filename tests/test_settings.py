@@ -64,3 +64,20 @@ def test_defaults_help_and_bounds(monkeypatch):
     assert "--internal" not in help_text and "--allowed-origin" in help_text and "8765" in help_text
     refused = runner.invoke(app_of(seen), ["run", "--name", "a", "--port", "70000"])
     assert refused.exit_code == 2 and "--port" in refused.output and "65535" in refused.output and len(seen) == 1
+
+
+def test_command_lists_show_each_commands_first_paragraph_as_one_line(monkeypatch):
+    """`gagavatar --help` and `gagavatar bench --help` list each command with its docstring's first
+    paragraph, not broken where the docstring's lines break."""
+    import inspect
+
+    from gagavatar.cli import app, bench_app
+
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping: each command's row is one line
+    for args, commands in ((["--help"], app.registered_commands), (["bench", "--help"], bench_app.registered_commands)):
+        rows = CliRunner().invoke(app, args).output.splitlines()
+        for command in commands:
+            name = command.name or command.callback.__name__.replace("_", "-")
+            first = " ".join(inspect.cleandoc(command.callback.__doc__).split("\n\n")[0].split())
+            row = next(r for r in rows if r.split("│")[1:2] and r.split("│")[1].split()[:1] == [name])
+            assert first in row, (name, row)
