@@ -20,7 +20,7 @@ from gagavatar.data import Dataset, DatasetError, default_params, update_index, 
 from gagavatar.data.format import AUDIO_FILE, VIDEO_FILE, VideoRecord
 from gagavatar.errors import InputError
 from gagavatar.geometry import look_at, viewmat_to_reference
-from gagavatar.io import ffmpeg_exe, write_video as write_mp4
+from gagavatar.io import ffmpeg_exe, read_audio, write_video as write_mp4
 from gagavatar.speech.data import (SpeechClip, SpeechWindows, clips_from_dataset, load_clips, read_clips,
                                    resample_motion, save_clips)
 from gagavatar.speech.postprocess import frames_motion, motion_frames
@@ -131,9 +131,11 @@ def test_track_cuts_the_sound_to_the_frames_it_keeps(tmp_path):
 
     frames = [iio.imread(DEMO / "frames" / f"{i:06d}.png") for i in range(6)]
     video = _mp4(tmp_path / "talk.mp4", frames, tone(6 / 25))
-    summary = track(video, tmp_path / "out", size=64, overlay=False, max_frames=4, progress=False)
+    summary = track(video, tmp_path / "out", size=64, max_frames=4, progress=False)
     record = VideoRecord.open(summary.video_dir)
     assert record.n_frames == 4 and record.audio().shape == (4 * 640,)
+    heard = read_audio(summary.overlay)  # the overlay says it too, to hear the lips' fit against
+    assert abs(len(heard) - 4 * 640) <= 640 and np.abs(heard).max() > 0.25
 
 
 # ------------------------------------------------------------------ motion <-> frames

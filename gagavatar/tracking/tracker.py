@@ -20,6 +20,7 @@ from gagavatar import io as gio
 from gagavatar.data import reference_format as refmt
 from gagavatar.data.format import VideoWriter, update_index
 from gagavatar.data.frame import FrameParams
+from gagavatar.data.layout import AUDIO_RATE
 from gagavatar.geometry import REFERENCE_FOCAL, WORLD_SCALE, Camera, intrinsics, reference_to_viewmat
 from gagavatar.tracking import framing, smoothing
 from gagavatar.tracking.fitting import FitConfig, FitResult, fit_landmarks
@@ -338,7 +339,8 @@ def _write_reference(out_dir: Path, video_id: str, fit: FitResult, params: dict,
 
 def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: float, as_video: bool,
                    progress: bool) -> Path:
-    """overlay.mp4 (several frames) or overlay.jpg (one image) next to the video's frames."""
+    """overlay.mp4 (several frames, with the video's sound when it has some: the lips' fit can be
+    heard against the speech) or overlay.jpg (one image) next to the video's frames."""
     from PIL import Image
 
     from gagavatar.data.format import VideoRecord
@@ -367,7 +369,7 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
         bar.close()
 
     if as_video:
-        return gio.write_video(folder / "overlay.mp4", overlays(), fps)
+        return gio.write_video(folder / "overlay.mp4", overlays(), fps, audio=record.audio(), audio_rate=AUDIO_RATE)
     path = folder / "overlay.jpg"
     Image.fromarray(next(iter(overlays()))).save(path, quality=92)
     return path
