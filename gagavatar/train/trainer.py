@@ -184,16 +184,20 @@ def plot_losses(metrics_path: Path, out_path: Path, score: str = "psnr", title: 
     evaluated = [r for r in rows if "loss" not in r]
     if not train:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    scored = any(score in k for r in rows for k in r)  # a run without one (no --eval) gets no empty panel
+    fig, axes = plt.subplots(1, 1 + scored, figsize=(10 if scored else 5.5, 3.5), squeeze=False)
+    axes = axes[0]
     for k in sorted({k for r in train for k in r if k.startswith("loss")}):
         axes[0].plot([r["step"] for r in train if k in r], [r[k] for r in train if k in r], label=k)
     axes[0].set_yscale("log"), axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
-    if any(score in r for r in train):
-        axes[1].plot([r["step"] for r in train if score in r], [r[score] for r in train if score in r],
-                     label="train batches")
-    for k in sorted({k for r in evaluated for k in r if score in k}):
-        axes[1].plot([r["step"] for r in evaluated if k in r], [r[k] for r in evaluated if k in r], "o-", label=k)
-    axes[1].set_title(title), axes[1].set_xlabel("step"), axes[1].legend(fontsize=7)
+    if scored:
+        if any(score in r for r in train):
+            axes[1].plot([r["step"] for r in train if score in r], [r[score] for r in train if score in r],
+                         label="train batches")
+        for k in sorted({k for r in evaluated for k in r if score in k}):
+            axes[1].plot([r["step"] for r in evaluated if k in r], [r[k] for r in evaluated if k in r], "o-",
+                         label=k)
+        axes[1].set_title(title), axes[1].set_xlabel("step"), axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
