@@ -369,7 +369,8 @@ def _write_overlay(folder: Path, head, params: dict, extra: dict, valid, fps: fl
         bar.close()
 
     if as_video:
-        return gio.write_video(folder / "overlay.mp4", overlays(), fps, audio=record.audio(), audio_rate=AUDIO_RATE)
+        return gio.write_video(folder / "overlay.mp4", overlays(), fps, audio=record.audio(),
+                               audio_rate=AUDIO_RATE)
     path = folder / "overlay.jpg"
     Image.fromarray(next(iter(overlays()))).save(path, quality=92)
     return path
