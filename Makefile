@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+# where torch comes from: empty is pip's own index (PyPI's Linux wheels are CUDA builds); a CPU-only
+# machine can say TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 MEDIAPIPE ?= mediapipe==0.10.14
 
 .PHONY: install demo test bench voice clean
@@ -13,8 +16,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=23" "setuptools<81" wheel
-	# torch first and pinned, so nothing resolves a multi-GB CUDA build
-	$(BIN)/pip install -q "$(TORCH)"
+	# torch first and pinned, so no later requirement resolves another (multi-GB) build
+	$(BIN)/pip install -q "$(TORCH)" $(TORCH_INDEX)
 	$(BIN)/pip install -q --no-deps "$(MEDIAPIPE)"
 	# LPIPS v0.1 linear heads (6 KB file, read by path; the package itself is never imported)
 	$(BIN)/pip install -q --no-deps lpips==0.1.4

@@ -268,8 +268,9 @@ def test_token_and_origin_checks(animator):
         create_app(ServeConfig(host="0.0.0.0", token=None), animator)
     app = create_app(ServeConfig(host="0.0.0.0", token="s3cret"), animator)  # configured as if bound to all
     with TestClient(app, base_url="http://192.0.2.7:8765") as client:
-        assert client.get("/health").status_code == 401
-        assert client.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        missing, wrong = client.get("/health"), client.get("/health", headers={"Authorization": "Bearer wrong"})
+        assert missing.status_code == wrong.status_code == 401
+        assert "required" in missing.json()["error"] and "wrong" in wrong.json()["error"]
         assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.get("/?token=s3cret").status_code == 200
         assert client.post("/avatars", files={"photo": ("a.jpg", b"x")}).status_code == 401

@@ -77,13 +77,26 @@ def expect_close(client, avatar, send, code: int, words: str) -> dict:
 # --------------------------------------------------------------------------- bombs and depth
 def test_decompression_bombs_are_413_not_500(service):
     client, _ = service
+    limit = f"{ServeConfig().max_image_pixels:,} pixels (--max-image-pixels)"
     for width, height in ((20000, 20000), (5000, 5000)):  # Pillow refuses the first itself, the limit the second
         response = client.post("/avatars", files={"photo": ("bomb.png", png_header(width, height))})
         assert response.status_code == 413, (width, response.text)
-        assert "--max-image-pixels" in response.json()["error"] and "Traceback" not in response.text
+        assert limit in response.json()["error"] and "Traceback" not in response.text
+    assert "5000x5000" in response.json()["error"]
     response = client.post("/avatars", content=png_header(20000, 20000), headers={"content-type": "image/png"})
     assert response.status_code == 413
     assert client.get("/metrics").json()["errors"]["server"] == 0
+
+
+def test_unknown_routes_and_methods_answer_in_json(service):
+    client, avatar = service
+    for method, path, status, words in (("GET", "/nope", 404, ["no such endpoint"]),
+                                        ("GET", f"/avatars/{avatar}/drive", 404, ["no such endpoint"]),
+                                        ("GET", "/avatars", 405, ["it takes", "POST"]),
+                                        ("POST", "/health", 405, ["it takes", "GET"])):
+        response = client.request(method, path)
+        error = response.json()["error"]
+        assert response.status_code == status and all(w in error for w in words), (path, response.text)
 
 
 def test_deep_json_is_1007_without_recursion(service):

@@ -97,7 +97,7 @@ class AvatarMaker:
     async def get_or_make(self, data: bytes) -> tuple[AvatarEntry, bool]:
         """(the upload's avatar, whether it was made now)."""
         s = self.service
-        kind = uploads.sniff(data)
+        kind = uploads.sniff(data, s.config.max_image_pixels)
         key = avatar_id(data, s.model_key)
         entry = await self.find(key)
         if entry is not None:

@@ -178,8 +178,8 @@ async def receive(service, websocket: WebSocket, s: Session) -> None:
         now = time.perf_counter()
         verdict = s.rate.step(now)
         if verdict == "close":
-            raise SessionEnd(f"over the rate: more than --max-fps {config.max_fps:g} messages a second for "
-                             f"{s.rate.over} s after a warning", 1008)
+            raise SessionEnd(f"over the rate: more than --max-fps {config.max_fps:g} messages a second in "
+                             f"{s.rate.over} windows in a row, after a warning", 1008)
         if verdict == "warn":
             await warn(websocket, f"more than {config.max_fps:g} messages a second (--max-fps): the extra ones are "
                                   f"dropped unread; keep it up and this session is read slower, then closed")

@@ -86,8 +86,10 @@ class Guard:
             given = auth[7:].strip()
         else:
             given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode(), self.token):
+        if not given:
             return 401, "a token is required: send the header 'Authorization: Bearer TOKEN' (or ?token=TOKEN)"
+        if not hmac.compare_digest(given.encode(), self.token):
+            return 401, "the token is wrong: send the one the server was started with (--token)"
         return None
 
     def check_origin(self, origin: str | None, headers: dict) -> tuple[int, str] | None:

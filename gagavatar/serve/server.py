@@ -24,6 +24,8 @@ import threading
 import time
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from gagavatar.reenact import Animator
@@ -60,11 +62,23 @@ def create_app(config: ServeConfig | None = None, animator: Animator | None = No
         Route("/avatars/{avatar_id}", service.delete_avatar, methods=["DELETE"]),
         WebSocketRoute("/avatars/{avatar_id}/drive", service.drive),
         WebSocketRoute("/avatars/{avatar_id}/speak", service.speak),
-    ], lifespan=service.lifespan)
+    ], lifespan=service.lifespan, exception_handlers={HTTPException: http_error})
     app.state.service = service
     guard = Guard(app, config)
     guard.service = service
     return guard
+
+
+async def http_error(request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own answers (no such route, a method a route does not take) in the service's
+    JSON error form."""
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path} (the API: docs/serve.md)"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; it takes {exc.headers.get('Allow', '')}"
+    else:
+        message = exc.detail
+    return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
 
 
 def load_speaker(config: ServeConfig, animator: Animator):

@@ -42,15 +42,16 @@ class UploadError(ValueError):
         self.status = status
 
 
-def sniff(data: bytes) -> str:
-    """"zip" or the image format of an upload (its content, not its name)."""
+def sniff(data: bytes, max_pixels: int) -> str:
+    """"zip" or the image format of an upload (its content, not its name); a photo whose header
+    claims a decompression bomb is refused here (413, naming ``max_pixels``)."""
     if data[:4] == ZIP_MAGIC:
         return "zip"
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
     except Image.DecompressionBombError:  # its header alone claims more pixels than Pillow decodes
-        raise too_many_pixels() from None
+        raise bomb(max_pixels) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         fmt = None
     if fmt not in PHOTO_FORMATS:
@@ -59,23 +60,28 @@ def sniff(data: bytes) -> str:
     return fmt
 
 
-def too_many_pixels(size: str = "", limit: int | None = None) -> UploadError:
-    limit = limit or 2 * Image.MAX_IMAGE_PIXELS
-    return UploadError(413, f"the photo is {size or 'larger than that'} pixels; the limit is {limit:,} pixels "
+def too_many_pixels(width: int, height: int, limit: int) -> UploadError:
+    return UploadError(413, f"the photo is {width}x{height} pixels; the limit is {limit:,} pixels "
                             f"(--max-image-pixels): send a smaller photo")
+
+
+def bomb(limit: int) -> UploadError:
+    """Pillow refuses to open an image whose header claims over twice its MAX_IMAGE_PIXELS."""
+    return UploadError(413, f"the photo's header claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the "
+                            f"limit is {limit:,} pixels (--max-image-pixels): send a smaller photo")
 
 
 def save_photo(data: bytes, folder: Path, max_pixels: int) -> Path:
     """Write a checked photo as ``folder/photo.<ext>`` (the name is the server's)."""
-    fmt = sniff(data)
+    fmt = sniff(data, max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > max_pixels:
-                raise too_many_pixels(f"{width}x{height}", max_pixels)
+                raise too_many_pixels(width, height, max_pixels)
             im.load()  # decodes it: a truncated or corrupt file fails here, not in the tracker
     except Image.DecompressionBombError:
-        raise too_many_pixels(limit=max_pixels) from None
+        raise bomb(max_pixels) from None
     except (OSError, ValueError, SyntaxError) as e:
         if isinstance(e, UploadError):
             raise
