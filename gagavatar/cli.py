@@ -69,6 +69,9 @@ app.add_typer(bench_app, name="bench")
 @app.callback()
 def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors"),
              verbose: bool = typer.Option(False, "--verbose", help="let MediaPipe / TensorFlow Lite print their logs")):
+    from gagavatar.system import default_threads_for_commands
+
+    default_threads_for_commands()  # torch is not loaded yet (commands import it when they run)
     if debug:
         os.environ["GAGAVATAR_DEBUG"] = "1"
     if verbose:

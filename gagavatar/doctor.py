@@ -395,8 +395,11 @@ def torch_checks() -> list[Check]:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         checks.append(Check("device", OK, f"CUDA {torch.version.cuda}: {names}"))
     else:
-        checks.append(Check("device", INFO, f"CPU only, {torch.get_num_threads()} threads (no CUDA device): "
-                                            "everything runs, large models slowly"))
+        from gagavatar.system import usable_cores
+
+        checks.append(Check("device", INFO, f"CPU only, torch on {torch.get_num_threads()} of {usable_cores()} cores "
+                                            f"(OMP_NUM_THREADS=N to change; no CUDA device): everything runs, "
+                                            f"large models slowly"))
     return checks
 
 

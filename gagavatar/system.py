@@ -31,15 +31,29 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """torch's CPU threads unless told otherwise: half the usable cores, 1 to 4. Each of torch's
+    parallel loops waits for its slowest thread, so on a machine busy with anything else (a
+    browser, a second job, our own tracker or decoder threads) one thread more than the free
+    cores stalls every operator: reenact on 2 busy cores ran 15x slower with 2 threads than
+    with 1."""
+    return max(1, min(4, usable_cores() // 2))
+
+
 def set_torch_threads(threads: int = 0) -> int:
-    """Set torch's CPU threads, the one place that does: ``threads``, or 0: half the usable
-    cores, 1 to 4 (on a busy machine more threads than free cores make torch's parallel loops
-    wait on each other; the other cores run event loops, trackers, decoders). Returns the count."""
+    """Set torch's CPU threads, the one place that does: ``threads``, or 0: ``default_threads()``.
+    Returns the count."""
     import torch
 
-    n = threads if threads > 0 else max(1, min(4, usable_cores() // 2))
+    n = threads if threads > 0 else default_threads()
     torch.set_num_threads(n)
     return n
+
+
+def default_threads_for_commands() -> None:
+    """Before torch loads, in the command line: ``OMP_NUM_THREADS`` = ``default_threads()``
+    unless the user set it (which is how to ask for more)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(default_threads()))
 
 
 def check_device(device: str | None) -> str | None:

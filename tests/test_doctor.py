@@ -250,3 +250,21 @@ def test_describe_content_names_what_a_wrong_file_is(head, what):
     from gagavatar.io import describe_content
 
     assert describe_content(head).startswith(what)
+
+
+def test_commands_leave_cores_free_unless_told():
+    """The command line runs torch on ``default_threads()`` (half the cores: on a busy machine one
+    thread more than the free cores stalls every operator), unless OMP_NUM_THREADS says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    from gagavatar.system import default_threads, usable_cores
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    for given, expected in ((None, default_threads()), ("2", min(2, usable_cores()))):  # torch caps at the cores
+        if given is not None:
+            env["OMP_NUM_THREADS"] = given
+        out = subprocess.run([sys.executable, "-m", "gagavatar", "doctor"], env=env, capture_output=True, text=True,
+                             timeout=120).stdout
+        assert f"torch on {expected} of {usable_cores()} cores" in out, out
