@@ -44,7 +44,6 @@ from PIL import Image  # noqa: E402
 from gagavatar import commands  # noqa: E402
 from gagavatar import io as gio  # noqa: E402
 from gagavatar.errors import NoFaceError  # noqa: E402
-from gagavatar.data.layout import AUDIO_RATE  # noqa: E402
 from gagavatar.system import default_device, require  # noqa: E402
 from gagavatar.reenact import (  # noqa: E402
     BUNDLED_MODEL_NOTE, DEMO_DATA, TRANSFER_MODES, Animator, MotionControls, Speaker, bundled, load_tracked,
@@ -225,9 +224,10 @@ class Studio:
 
             summary = commands.reenact(src.folder, drv.folder, run_dir / "reenact_side_by_side.mp4", animator=animator,
                                        side_by_side_view=True, controls=controls, keep_frames=True, avatar=avatar,
-                                       progress=rendered)
-            reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps,
-                                        audio=drv.audio(), audio_rate=AUDIO_RATE)
+                                       progress=rendered, sound_from=driver)
+            sound, rate = commands.driver_sound(driver, drv, len(summary.frames))
+            reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps, audio=sound,
+                                        audio_rate=rate)
 
             say(0.82, "rendering the novel views")
             novel_views = gio.write_video(run_dir / "novel_views.mp4", animator.orbit(avatar, src, self.orbit_frames),
@@ -260,7 +260,7 @@ class Studio:
 
         try:
             summary = commands.speak(source, run_dir / "speak.mp4", animator, speaker, samples, controls=controls,
-                                     workdir=run_dir / "work", progress=rendered)
+                                     workdir=run_dir / "work", progress=rendered, recording=audio)
         finally:  # the tracked copy of the upload goes when the run ends, whatever happened
             shutil.rmtree(run_dir / "work", ignore_errors=True)
         say(1.0, "done")

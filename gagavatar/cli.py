@@ -365,7 +365,8 @@ def speak(
     speaker = Speaker.load(speech_model, style, fix_pose, head=animator.head)
     if speaker.is_bundled:
         typer.secho(BUNDLED_VOICE_NOTE, fg=typer.colors.YELLOW, err=True)
-    summary = commands.speak(source, out, animator, speaker, samples, controls=controls, motion_out=motion_out)
+    summary = commands.speak(source, out, animator, speaker, samples, controls=controls, motion_out=motion_out,
+                             recording=audio)
     typer.echo(str(summary) + (f"; motion in {motion_out}" if motion_out else ""))
 
 

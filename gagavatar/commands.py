@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar import io as gio
+from gagavatar.data.audio import sound_track
 from gagavatar.data.layout import AUDIO_RATE
 from gagavatar.reenact import DEMO_DATA, DEMO_SENTENCE, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
 from gagavatar.head import BUNDLED_HEAD_ID
@@ -50,11 +51,12 @@ def check_video_output(out, *inputs) -> Path:
 
 def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = False,
             controls: MotionControls | None = None, fps: float | None = None, workdir=None,
-            keep_frames: bool = False, progress=None, avatar=None) -> ReenactSummary:
+            keep_frames: bool = False, progress=None, avatar=None, sound_from=None) -> ReenactSummary:
     """Animate ``source`` (image or tracked folder) with ``driver`` (video, image folder or
     tracked folder) through ``animator`` (its model, head and background) and write an H.264 mp4
-    to ``out``, with the driver's sound when it has some. ``progress(done, total)`` is called
-    after each frame; ``avatar``: the source's, when the caller has reconstructed it already."""
+    to ``out``, with the driver's sound when it has some (``driver_sound``; ``sound_from``: the
+    video a tracked ``driver`` came from). ``progress(done, total)`` is called after each frame;
+    ``avatar``: the source's, when the caller has reconstructed it already."""
     t0 = time.perf_counter()
     check_video_output(out, source, driver, animator.checkpoint)  # before the work, not after it
     motion_file = Path(driver).suffix == ".npz"  # a motion `speak --motion-out` wrote
@@ -83,18 +85,30 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
                 yield side_by_side(drv.frame(i), image) if side_by_side_view else image
 
         # the driver's sound goes with its frames (not when they are retimed or come from a motion file)
-        sound = drv.audio() if not motion_file and fps == drv.info.fps else None
-        path = gio.write_video(out, video(), fps=fps, audio=sound, audio_rate=AUDIO_RATE)
+        sound, rate = (driver_sound(sound_from or driver, drv, len(frames)) if not motion_file and fps == drv.info.fps
+                       else (None, AUDIO_RATE))
+        path = gio.write_video(out, video(), fps=fps, audio=sound, audio_rate=rate)
     seconds = time.perf_counter() - t0
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
 
 
+def driver_sound(driver, drv, n_frames: int) -> tuple[np.ndarray | None, int]:
+    """(samples, rate) of the sound a video driven by ``driver`` (tracked as ``drv``) carries: a
+    video file's own (48 kHz stereo, ``sound_track``), else the tracked folder's (16 kHz mono:
+    what a dataset keeps)."""
+    if Path(driver).is_file():
+        return sound_track(driver, n_frames, drv.info.fps), gio.SOUND_RATE
+    return drv.audio(), AUDIO_RATE
+
+
 def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray,
-          controls: MotionControls | None = None, motion_out=None, workdir=None, progress=None) -> ReenactSummary:
+          controls: MotionControls | None = None, motion_out=None, workdir=None, progress=None,
+          recording=None) -> ReenactSummary:
     """Make ``source``'s avatar say ``samples`` (mono [N] at ``speaker.sample_rate``:
     ``gio.read_speech``); write an mp4 with the speech as its sound track, frames at the speech
-    model's rate, the same length as the audio. ``motion_out``: also the motion, as a file
-    ``reenact`` takes as its driver."""
+    model's rate, the same length as the audio. ``recording``: the file ``samples`` came from,
+    whose own sound (48 kHz stereo) is then the track. ``motion_out``: also the motion, as a file
+    ``reenact`` takes as its driver, written with the video."""
     t0 = time.perf_counter()
     check_video_output(out, source, animator.checkpoint)
     if motion_out is not None:
@@ -102,8 +116,6 @@ def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         frames, vertices = speaker.drive(src, samples, animator.head, controls)
-        if motion_out is not None:
-            save_motion(motion_out, frames, speaker.fps)
         avatar = animator.reconstruct(src)
 
         def video():
@@ -113,7 +125,11 @@ def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray
                     progress(i + 1, len(frames))
                 yield image
 
-        path = gio.write_video(out, video(), fps=speaker.fps, audio=samples, audio_rate=speaker.sample_rate)
+        sound, rate = ((sound_track(recording, len(frames), speaker.fps), gio.SOUND_RATE) if recording is not None
+                       else (samples, speaker.sample_rate))
+        path = gio.write_video(out, video(), fps=speaker.fps, audio=sound, audio_rate=rate)
+        if motion_out is not None:  # after the video: a run that fails or is stopped leaves neither
+            save_motion(motion_out, frames, speaker.fps)
     seconds = time.perf_counter() - t0
     return ReenactSummary(path, len(frames), 0, seconds, len(frames) / seconds)
 

@@ -80,6 +80,26 @@ def test_reenact_keeps_the_drivers_sound(animator, clips, tmp_path):
     assert not loud[:3000].any() and loud[3500:].mean() > 0.5  # silent, then the tone from 0.2 s
 
 
+def test_a_driver_videos_own_sound_is_kept_whole(animator, clips, tmp_path):
+    """A driver video's sound is the output's at 48 kHz stereo: the dataset's 16 kHz mono would lose
+    its channels and everything over 8 kHz."""
+    from gagavatar.io import SOUND_RATE, read_audio
+    from gagavatar.io import write_video as write_mp4
+
+    source, driver = clips
+    n = 10
+    t = np.arange(n * SOUND_RATE // 25) / SOUND_RATE
+    stereo = np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 12000 * t)], -1)
+    clip = write_mp4(tmp_path / "talking.mp4", [driver.frame(i) for i in range(n)], fps=25, audio=stereo,
+                     audio_rate=SOUND_RATE)
+    summary = commands.reenact(source.folder, clip, tmp_path / "out.mp4", animator=animator, workdir=tmp_path / "w")
+    heard = read_audio(summary.out, SOUND_RATE, channels=2)
+    assert abs(len(heard) - len(t)) <= SOUND_RATE // 25  # within a frame
+    middle = heard[len(t) // 4:3 * len(t) // 4]
+    peaks = [np.fft.rfftfreq(len(middle), 1 / SOUND_RATE)[np.argmax(np.abs(np.fft.rfft(middle[:, c])))] for c in (0, 1)]
+    assert abs(peaks[0] - 440) < 10 and abs(peaks[1] - 12000) < 10, peaks  # each channel its own tone, 12 kHz kept
+
+
 def test_reenact_tracks_without_an_overlay_video(animator, clips, tmp_path):
     """A raw driver is tracked for the reenactment only: no overlay video rendered and thrown away."""
     from PIL import Image

@@ -66,16 +66,31 @@ def speech(seconds: float, rate: int = 16000) -> np.ndarray:
 
 def test_speak_writes_the_speech_as_the_sound_track_and_a_motion_reenact_takes(
         flame_animator, speaker, pipeline_fixture, tmp_path):
-    wav = gio.write_wav(tmp_path / "voice.wav", speech(1.5))
+    rate = gio.SOUND_RATE  # a 48 kHz stereo recording: the voice on the left, a 12 kHz tone on the right
+    tone = 0.2 * np.sin(2 * np.pi * 12000 * np.arange(int(1.5 * rate)) / rate)
+    wav = gio.write_wav(tmp_path / "voice.wav", np.stack([speech(1.5, rate), tone], -1), rate)
     summary = commands.speak(pipeline_fixture / "source", tmp_path / "talk.mp4", flame_animator, speaker,
-                             gio.read_audio(wav),
+                             gio.read_audio(wav), recording=wav,
                              motion_out=tmp_path / "motion.npz", workdir=tmp_path / "work")
     assert summary.n_frames == math.ceil(1.5 * 25)
     video_s, audio_s = streams(summary.out)
     assert abs(video_s - 1.5) <= 1 / 25 + 1e-3 and abs(audio_s - 1.5) <= 1 / 25 + 1e-3, (video_s, audio_s)
+    right = gio.read_audio(summary.out, rate, channels=2)[rate // 4:rate, 1]  # the recording's own sound, whole
+    assert abs(np.fft.rfftfreq(len(right), 1 / rate)[np.argmax(np.abs(np.fft.rfft(right)))] - 12000) < 10
     again = commands.reenact(pipeline_fixture / "source", tmp_path / "motion.npz", tmp_path / "again.mp4",
                              flame_animator, workdir=tmp_path / "work2")
     assert again.n_frames == summary.n_frames
+
+
+def test_a_failed_speak_leaves_no_motion_file(flame_animator, speaker, pipeline_fixture, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gio, "write_video", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        commands.speak(pipeline_fixture / "source", tmp_path / "talk.mp4", flame_animator, speaker, speech(0.5),
+                       motion_out=tmp_path / "motion.npz", workdir=tmp_path / "work")
+    assert not (tmp_path / "motion.npz").exists()
 
 
 def test_the_motion_controls_apply_to_speech(flame_animator, speaker, pipeline_fixture, tmp_path):

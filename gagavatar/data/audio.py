@@ -10,7 +10,8 @@ import numpy as np
 
 from gagavatar.data.errors import DatasetError, MissingFileError
 from gagavatar.data.layout import AUDIO_RATE
-from gagavatar.io import atomic_path, read_audio, write_wav
+from gagavatar.errors import NoSoundError
+from gagavatar.io import SOUND_RATE, atomic_path, read_audio, write_wav
 
 
 def samples_for_frames(n_frames: int, fps: float, rate: int = AUDIO_RATE) -> int:
@@ -19,12 +20,22 @@ def samples_for_frames(n_frames: int, fps: float, rate: int = AUDIO_RATE) -> int
 
 
 def fit_to_frames(samples: np.ndarray, n_frames: int, fps: float, rate: int = AUDIO_RATE) -> np.ndarray:
-    """Sound [N] whose sample 0 is frame 0's time, cut (or padded with silence at the end) to
-    the length of the frames: float32 [samples_for_frames(n_frames, fps)]. A clip whose
-    frames were cut short (``max_frames``, a damaged end) keeps the sound of those frames."""
+    """Sound [N] (or [N, channels]) whose sample 0 is frame 0's time, cut (or padded with silence
+    at the end) to the length of the frames: float32 [samples_for_frames(n_frames, fps), ...]. A
+    clip whose frames were cut short (``max_frames``, a damaged end) keeps the sound of those frames."""
     n = samples_for_frames(n_frames, fps, rate)
     samples = np.asarray(samples, np.float32)[:n]
-    return np.pad(samples, (0, n - samples.shape[0]))
+    return np.pad(samples, [(0, n - samples.shape[0])] + [(0, 0)] * (samples.ndim - 1))
+
+
+def sound_track(path: str | Path, n_frames: int, fps: float) -> np.ndarray | None:
+    """A recording's or a video's own sound as the sound track of ``n_frames`` frames at ``fps``
+    that start at its time 0: float32 [N, 2] at ``SOUND_RATE`` (48 kHz stereo, the recording's
+    quality; a dataset keeps 16 kHz mono), as long as the frames. None: the file has no sound."""
+    try:
+        return fit_to_frames(read_audio(path, SOUND_RATE, channels=2), n_frames, fps, SOUND_RATE)
+    except NoSoundError:
+        return None
 
 
 def write_audio(path: str | Path, samples: np.ndarray, n_frames: int, fps: float) -> Path:

@@ -13,7 +13,7 @@ and the fix. Everything is importable from ``gagavatar.io`` itself.
 """
 from gagavatar.errors import InputError, LimitError, OutputError, PathEscapeError
 from gagavatar.io.archive import extract_zip
-from gagavatar.io.audio import AUDIO_EXTENSIONS, SPEECH_RATE, read_audio, read_speech, speak_text, write_wav
+from gagavatar.io.audio import AUDIO_EXTENSIONS, SOUND_RATE, SPEECH_RATE, read_audio, read_speech, speak_text, write_wav
 from gagavatar.io.ffmpeg import ffmpeg_exe
 from gagavatar.io.files import (atomic_folder, atomic_path, check_output, check_output_folder, check_writable,
                                 describe_content, fingerprint, no_space_error, output_error, output_errors,
@@ -29,7 +29,7 @@ from gagavatar.io.video import (VIDEO_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, Video
 __all__ = [
     "InputError", "LimitError", "OutputError", "PathEscapeError",
     "extract_zip",
-    "AUDIO_EXTENSIONS", "SPEECH_RATE", "read_audio", "read_speech", "speak_text", "write_wav",
+    "AUDIO_EXTENSIONS", "SOUND_RATE", "SPEECH_RATE", "read_audio", "read_speech", "speak_text", "write_wav",
     "atomic_folder", "atomic_path", "check_output", "check_output_folder", "check_writable", "describe_content",
     "fingerprint",
     "no_space_error", "output_error", "output_errors", "refuse_special", "remove_stale_temps", "staging_folder",

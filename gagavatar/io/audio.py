@@ -15,12 +15,14 @@ from gagavatar.errors import InputError, NoSoundError
 from gagavatar.io.ffmpeg import ffmpeg_error, ffmpeg_exe
 
 SPEECH_RATE = 16000  # samples per second (wav2vec 2.0's input)
+SOUND_RATE = 48000  # the sound tracks written from a recording: its own quality (speech models hear 16 kHz)
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm")
 
 
-def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
+def read_audio(path: str | Path, rate: int = SPEECH_RATE, channels: int = 1) -> np.ndarray:
     """The sound of an audio or video file as mono float32 samples [N] in [-1, 1] at ``rate``
-    (channels mixed with weights that sum to 1, so stereo is averaged; resampled by ffmpeg).
+    (channels mixed with weights that sum to 1, so stereo is averaged; resampled by ffmpeg), or
+    with ``channels`` > 1 [N, channels] (mono is copied to each, more channels mixed down).
     Sample 0 is the file's time 0, the time of a video's first decoded frame: a sound track that
     starts late begins with silence, so the sound stays in step with the frames.
     ``NoSoundError`` when there is no sound."""
@@ -33,7 +35,7 @@ def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
     # rematrix_maxval=1: ffmpeg's float downmix to mono otherwise sums stereo at 1/sqrt(2) each (3 dB
     # louder than either channel, peaks over 1) and 5.1 louder still
     result = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0",
-                             "-ac", "1", "-ar", str(rate), "-af", "aresample=async=1:first_pts=0:rematrix_maxval=1",
+                             "-ac", str(channels), "-ar", str(rate), "-af", "aresample=async=1:first_pts=0:rematrix_maxval=1",
                              "-f", "f32le", "-"], capture_output=True)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")
@@ -43,6 +45,8 @@ def read_audio(path: str | Path, rate: int = SPEECH_RATE) -> np.ndarray:
         raise InputError(f"{path}: cannot be read as audio ({ffmpeg_error(stderr)}); convert it, e.g. "
                          f"ffmpeg -i IN -ac 1 -ar 16000 OUT.wav")
     samples = np.frombuffer(result.stdout, np.float32).copy()
+    if channels > 1:
+        samples = samples.reshape(-1, channels)
     if samples.size == 0:
         raise NoSoundError(f"{path}: the sound track is empty; give a recording with some sound in it")
     return samples
@@ -75,10 +79,10 @@ def read_speech(audio=None, text: str | None = None, rate: int = SPEECH_RATE) ->
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = SPEECH_RATE) -> Path:
-    """Mono float samples [N] in [-1, 1] as a 16-bit PCM WAV file."""
+    """Float samples in [-1, 1], mono [N] or [N, channels], as a 16-bit PCM WAV file."""
     pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).round().astype("<i2")
     with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
+        f.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
         f.setsampwidth(2)
         f.setframerate(int(rate))
         f.writeframes(pcm.tobytes())
