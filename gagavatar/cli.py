@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks 
         os.environ["GAGAVATAR_DEBUG"] = "1"
     if verbose:
         os.environ["GAGAVATAR_VERBOSE"] = "1"
+
+
+def _inputs_exist(*paths) -> None:
+    """The files a command reads, checked before any model loads (None: not given)."""
+    for path in paths:
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
 
 
 def _done(what: str, t0: float) -> None:
@@ -324,6 +332,7 @@ def reenact(
     from gagavatar import commands
 
     controls = _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize)
+    _inputs_exist(source, driver)
     commands.check_video_output(out, source, driver, checkpoint, head_model)  # before the model loads
     summary = commands.reenact(source, driver, out, _animator(checkpoint, head_model, _color(background)),
                                side_by_side_view=side_by_side, controls=controls)
@@ -357,6 +366,7 @@ def speak(
 
     controls = _controls("all", False, expression_scale, jaw_scale, 1.0, stabilize)
     # what can be refused at once is, before any model loads: the outputs, the speech, the speech model
+    _inputs_exist(source)
     commands.check_video_output(out, source, audio, speech_model, style, checkpoint, head_model)
     if motion_out is not None:
         gio.check_output(motion_out, inputs=(source, audio, out), suffixes=(".npz",))
@@ -454,6 +464,7 @@ def novel_views(source: str = typer.Option(..., help="source photo, or a tracked
     from gagavatar import commands
 
     t0 = time.perf_counter()
+    _inputs_exist(source)
     commands.check_video_output(out, source, checkpoint, head_model)  # before the model loads
     path = commands.novel_views(source, out, _animator(checkpoint, head_model), n_frames=frames, yaw=yaw)
     _done(f"wrote {path}: {frames} frames", t0)
@@ -469,6 +480,7 @@ def export_ply(source: str = typer.Option(..., help="source photo, or a tracked 
     from gagavatar import io as gio
 
     t0 = time.perf_counter()
+    _inputs_exist(source)
     gio.check_output(out, inputs=(source, checkpoint, head_model), suffixes=(".ply",))  # before the model loads
     _done(f"wrote {commands.export_ply(source, out, _animator(checkpoint, head_model))}", t0)
 
@@ -656,7 +668,14 @@ for _command in app.registered_commands + bench_app.registered_commands:
         _command.short_help = " ".join(inspect.cleandoc(_command.callback.__doc__).split("\n\n")[0].split())
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # a kill (SIGTERM: `timeout`, a job scheduler, a closed terminal's session) unwinds as Ctrl-C
+    # does: temporary files go, the previous outputs stay whole
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

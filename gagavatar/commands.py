@@ -139,7 +139,8 @@ def novel_views(source, out, animator: Animator, n_frames: int = 60, yaw: float 
     check_video_output(out, source, animator.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
-        return gio.write_video(out, animator.orbit(animator.reconstruct(src), src, n_frames, yaw), fps=25)
+        orbit = animator.orbit(animator.reconstruct(src), src, n_frames, yaw)
+        return gio.write_video(out, _progress(orbit, n_frames, "novel views"), fps=25)
 
 
 def export_ply(source, out, animator: Animator, workdir=None) -> Path:

@@ -7,10 +7,11 @@ relative motion, the smoothing), and is rendered at once. A frame without a face
 repeats the last result.
 
 Where the result goes: a window when there is a display; ``--out FILE`` also writes
-it (at the driver's frame rate, or the rate achieved from a webcam). Without a display
-and without ``--out`` the result is written to ``live.mp4`` (it is said so at the
-start), so a run on a server never renders into nothing. FPS and latency (frame in ->
-image out) are printed every few seconds and once more at the end, Ctrl-C included.
+it (at the driver's frame rate, or the rate achieved from a webcam; with the driver's
+sound, as far as it was driven). Without a display and without ``--out`` the result is
+written to ``live.mp4`` (it is said so at the start), so a run on a server never renders
+into nothing. FPS and latency (frame in -> image out) are printed every few seconds and
+once more at the end, Ctrl-C included.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from typing import Iterator
 import numpy as np
 
 from gagavatar import io as gio
+from gagavatar.data.audio import fit_to_frames, sound_track
+from gagavatar.data.layout import AUDIO_RATE
 from gagavatar.reenact import Animator, Motion, MotionControls
 from gagavatar.tracking.inputs import load_tracked, source_frame
 from gagavatar.tracking.stream import FrameTracker
@@ -91,13 +94,14 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
     if driver is not None and not Path(driver).exists():
         raise gio.InputError(f"--driver {driver}: no such video file or folder")
     fps_out = gio.video_info(driver).fps if driver is not None and Path(driver).is_file() else None
-    driving = None
+    driving, folder_sound = None, None
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         avatar = animator.reconstruct(src)
         if driver is not None and Path(driver).is_dir():  # a tracked folder (an image folder is tracked first)
             video = load_tracked(driver, Path(workdir or tmp) / "driver", animator.head)
             driving, fps_out = list(tracked_frames(video)), video.info.fps  # read before the work folder goes
+            folder_sound = video.audio()
     motion = Motion(src.frames(source_frame(src)), controls)
     tracker = FrameTracker(animator.head)
     if driving is not None:
@@ -133,7 +137,15 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
             window.close()
         stats.seconds = time.perf_counter() - t_start
     if out is not None and written:
-        gio.write_video(out, written, fps=fps_out or max(1.0, round(stats.frames / max(stats.seconds, 1e-9))))
+        fps = fps_out or max(1.0, round(stats.frames / max(stats.seconds, 1e-9)))
+        # a driver's sound goes with its frames, as far as they were driven (a camera has none)
+        if folder_sound is not None:
+            sound, rate = fit_to_frames(folder_sound, len(written), fps), AUDIO_RATE
+        elif driver is not None and Path(driver).is_file():
+            sound, rate = sound_track(driver, len(written), fps), gio.SOUND_RATE
+        else:
+            sound, rate = None, AUDIO_RATE
+        say(f"wrote {gio.write_video(out, written, fps=fps, audio=sound, audio_rate=rate)}")
     return stats
 
 

@@ -147,8 +147,9 @@ def test_unwritable_folder_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_check_writable_before_work(tmp_path):
-    assert gio.check_writable(tmp_path / "new" / "out.mp4") == tmp_path / "new" / "out.mp4"
-    assert (tmp_path / "new").is_dir() and list((tmp_path / "new").iterdir()) == []  # the probe is gone
+    assert gio.check_writable(tmp_path / "new" / "deeper" / "out.mp4") == tmp_path / "new" / "deeper" / "out.mp4"
+    assert list(tmp_path.iterdir()) == []  # no folder made (a refused command leaves none), the probe gone
+    (tmp_path / "new").mkdir()
     with pytest.raises(gio.OutputError, match="is a folder"):
         gio.check_writable(tmp_path / "new")
     (tmp_path / "file").write_text("x")
@@ -219,6 +220,26 @@ def test_writer_killed_mid_video_keeps_the_previous_file(tmp_path, sig):
         gio.check_writable(out)
     assert temps(tmp_path) == []
     assert len(list(gio.iter_video(out))) == 24
+
+
+def test_a_command_killed_with_sigterm_unwinds_as_ctrl_c(tmp_path):
+    """`timeout`, a job scheduler or systemd stop a command with SIGTERM: it cleans up as Ctrl-C
+    does (the previous output whole, no temporary file left), status 130."""
+    out = gio.write_video(tmp_path / "orbit.mp4", frames(24))
+    before = out.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "gagavatar", "novel-views", "--source", str(SOURCE), "--out",
+                             str(out), "--frames", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.time() + 120
+        while not temps(tmp_path) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # until the video is being written
+        assert temps(tmp_path), proc.stderr.read() if proc.poll() is not None else "no temporary file in 120 s"
+        proc.terminate()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    assert "interrupted" in proc.stderr.read() and out.read_bytes() == before and temps(tmp_path) == []
 
 
 def test_huge_image_is_one_line(tmp_path):

@@ -180,21 +180,26 @@ def _remove(path: Path) -> None:
 
 
 def check_writable(path: str | Path) -> Path:
-    """Before long work: can the file ``path`` be written? Makes its folder, creates and
-    deletes a small file there (as ``atomic_path`` will), and removes stale temporary files
-    of ``path``. Raises ``OutputError`` (one line: the folder and the fix). Returns ``path``."""
+    """Before long work: can the file ``path`` be written? Creates and deletes a small file in
+    its folder (as ``atomic_path`` will), or in the nearest folder above it that exists (a
+    refused command leaves no empty folders behind: the writers make them), and removes stale
+    temporary files of ``path``. Raises ``OutputError`` (one line: the folder and the fix).
+    Returns ``path``."""
     path = Path(path)
     refuse_special(path)
-    probe = temp_path(path)
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():  # a file where a folder of the path should be
+        raise output_error(path, NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path)))
+    beside = existing / path.name  # where the probe goes: ``path`` itself when its folder exists
+    probe = temp_path(beside)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, path.name)
         with open(probe, "wb") as f:
             f.write(b"\0" * 4096)  # a full disk refuses this; an empty file might still fit
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise output_error(path, e) from None
+        raise output_error(beside, e) from None
     finally:
         _remove(probe)
     return path

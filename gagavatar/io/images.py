@@ -105,6 +105,8 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); give the photo itself")
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)

@@ -84,6 +84,8 @@ def _open_video(path: str | Path, fps: float | None = None):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); give the video itself")
     rates = _video_rates(path)
     if rates is None:
         raise InputError(f"{path} has no video stream (a sound file?): give a video, an image or a folder of images")
@@ -93,8 +95,9 @@ def _open_video(path: str | Path, fps: float | None = None):
     try:
         return iio.get_reader(path, "ffmpeg", **({"fps": fps} if fps else {}))
     except (OSError, RuntimeError, ValueError, IndexError) as e:
-        raise InputError(f"{path}: cannot open this video ({type(e).__name__}: {_reader_error(e)}); re-encode it, "
-                         f"e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4") from e
+        raise InputError(f"{path}: cannot open this video ({type(e).__name__}: {_reader_error(e)}): the file is "
+                         f"damaged or cut short (copy it again), or in a form ffmpeg does not read (re-encode it, "
+                         f"e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)") from e
 
 
 def _reader_error(error: Exception) -> str:

@@ -90,11 +90,15 @@ class Speaker:
     def motion(self, audio: np.ndarray) -> torch.Tensor:
         """Mono samples [N] at ``sample_rate`` -> smoothed motion [F, 106] at ``fps``
         (F = ceil(seconds x fps); silence gives a still, closed mouth)."""
+        from tqdm import tqdm
+
         from gagavatar.speech.postprocess import smooth_motion
 
         like = self.model.pos_embed
-        motion = self.model.generate(torch.as_tensor(np.asarray(audio, np.float32)).to(like),
-                                     None if self.style is None else self.style.to(like))
+        chunks = -(-self.model.frame_count(len(audio)) // self.model.config.chunk_frames)
+        with tqdm(total=2 * chunks, desc="speech", dynamic_ncols=True, leave=False, disable=chunks < 3) as bar:
+            motion = self.model.generate(torch.as_tensor(np.asarray(audio, np.float32)).to(like),
+                                         None if self.style is None else self.style.to(like), step=bar.update)
         return smooth_motion(motion.float().cpu(), fix_pose=self.fix_pose)
 
     def drive(self, source: VideoRecord, audio: np.ndarray, head, controls: MotionControls | None = None,

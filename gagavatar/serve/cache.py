@@ -125,7 +125,8 @@ class DiskCache:
         from gagavatar.io import check_writable, remove_stale_temps
 
         self.folder = Path(folder)
-        check_writable(self.folder / f"probe{self.SUFFIX}")  # makes the folder; a one-line error if it cannot
+        check_writable(self.folder / f"probe{self.SUFFIX}")  # a one-line error if it cannot be written
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.model_key = max_bytes, model_key
         remove_stale_temps(self.folder)
         self.loaded = self.written = self.removed = 0

@@ -166,9 +166,10 @@ def load_clips(path: str | Path) -> list[SpeechClip]:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("ids", "fps", "audio", "audio_lengths", "motion", "motion_lengths")}
-    except (KeyError, ValueError, OSError) as e:
-        raise InputError(f"{path}: not a speech clips file ({type(e).__name__}: {e}); write one with "
-                         f"gagavatar.speech.data.save_clips") from e
+    except (KeyError, ValueError, OSError) as e:  # numpy's own words would suggest loading a pickle
+        raise InputError(f"{path}: not a speech clips file (a .npz of talking clips, as gagavatar synth-speech "
+                         f"writes); give one, or a dataset folder of videos with sound (gagavatar build-dataset)"
+                         ) from e
     lengths_agree = (arrays["audio_lengths"].sum() == len(arrays["audio"])
                      and arrays["motion_lengths"].sum() == len(arrays["motion"]))
     counts = {len(arrays[k]) for k in ("ids", "fps", "audio_lengths", "motion_lengths")}

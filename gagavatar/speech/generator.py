@@ -173,17 +173,23 @@ class SpeechModel(nn.Module):
         """Motion frames for ``samples`` of audio: ceil(seconds x fps), as the reference computes it."""
         return math.ceil(samples / self.config.sample_rate * self.config.fps)
 
-    def encode_audio(self, audio: Tensor) -> tuple[list[Tensor], int]:
+    def encode_audio(self, audio: Tensor, step=None) -> tuple[list[Tensor], int]:
         """Audio [B, N] -> (features [B, T, D] of each 4 s chunk, motion frame count).
 
-        The audio is zero-padded to whole chunks; each chunk is normalised on its own."""
+        The audio is zero-padded to whole chunks; each chunk is normalised on its own.
+        ``step()``: called after each chunk (progress)."""
         frames = self.frame_count(audio.shape[-1])
         if frames == 0:
             raise ValueError("the audio is empty: no samples to drive a motion from")
         c = self.config
         chunks = math.ceil(frames / c.chunk_frames)
         audio = F.pad(audio, (0, chunks * c.chunk_samples - audio.shape[-1]))
-        return [self.audio_encoder(chunk) for chunk in audio.split(c.chunk_samples, dim=-1)], frames
+        features = []
+        for chunk in audio.split(c.chunk_samples, dim=-1):
+            features.append(self.audio_encoder(chunk))
+            if step is not None:
+                step()
+        return features, frames
 
     def audio_condition(self, features: Tensor) -> Tensor:
         """Chunk features [B, T, D] -> per-token condition [B, sum(scales), D]."""
@@ -248,26 +254,30 @@ class SpeechModel(nn.Module):
         return motion, ChunkContext(context.style, prev_bits, prev_tokens)
 
     def motions_from_features(self, features: list[Tensor], frames: int, style_motion: Tensor | None = None,
-                              record: list | None = None) -> Tensor:
-        """Chunk features (``encode_audio``) -> motion [B, frames, motion_dim] (before smoothing)."""
+                              record: list | None = None, step=None) -> Tensor:
+        """Chunk features (``encode_audio``) -> motion [B, frames, motion_dim] (before smoothing);
+        ``step()`` after each chunk."""
         context = self.first_context(style_motion, features[0].shape[0], features[0])
         motions = []
         for chunk in features:
             motion, context = self.motion_chunk(chunk, context, record)
             motions.append(motion)
+            if step is not None:
+                step()
         return torch.cat(motions, dim=1)[:, :frames]
 
     @torch.no_grad()
-    def generate(self, audio: Tensor, style_motion: Tensor | None = None) -> Tensor:
+    def generate(self, audio: Tensor, style_motion: Tensor | None = None, step=None) -> Tensor:
         """Audio at ``config.sample_rate`` [N] or [B, N] -> motion [F, 106] or [B, F, 106] at
         ``config.fps``, F = ceil(seconds x fps); ``style_motion`` [T, 106] or [B, T, 106]
         (e.g. a released ``style_motion/*.pt``, T = 50), None for the default style.
-        Raw model output: ``postprocess.smooth_motion`` gives what the demo engine drives."""
+        Raw model output: ``postprocess.smooth_motion`` gives what the demo engine drives.
+        ``step()``: called twice per 4 s chunk of audio (encoded, then its motion made)."""
         single = audio.dim() == 1
         like = self.pos_embed
         audio = (audio[None] if single else audio).to(like)
         if style_motion is not None:
             style_motion = (style_motion[None] if style_motion.dim() == 2 else style_motion).to(like)
-        features, frames = self.encode_audio(audio)
-        motion = self.motions_from_features(features, frames, style_motion)
+        features, frames = self.encode_audio(audio, step)
+        motion = self.motions_from_features(features, frames, style_motion, step=step)
         return motion[0] if single else motion

@@ -241,6 +241,7 @@ def write_speech_clips(out, count: int = 240, held_out: int = 40, seconds: float
 
     out = Path(out)
     check_writable(out / "train.npz")
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, n, held in (("train", count, False), ("heldout", held_out, True)):
         with tqdm(total=n, desc=f"synth-speech {name}", dynamic_ncols=True) as bar:

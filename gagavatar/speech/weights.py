@@ -28,7 +28,7 @@ from gagavatar.speech.generator import SpeechModel
 from gagavatar.speech.wav2vec import upgrade_state_dict
 
 WHERE_TO_GET = ("it is ARTalk's release (github.com/xg-chu/ARTalk: its build_resources.sh downloads "
-                "{name} and style_motion/*.pt from huggingface.co/xg-chu/ARTalk)")
+                "{name} from huggingface.co/xg-chu/ARTalk)")
 
 
 class SpeechWeightsError(ValueError):
@@ -129,12 +129,18 @@ def load_style_motion(path: str | Path, motion_dim: int = 106) -> Tensor:
     release) -> float32 [T, motion_dim]."""
     path = Path(path)
     if not path.is_file():
-        raise _missing(path, "style_motion/*.pt")
+        raise _missing(path, "its styles, style_motion/*.pt,")
     motion = load_torch_file(path)
     if not isinstance(motion, Tensor) or motion.dim() != 2 or motion.shape[1] != motion_dim \
             or not motion.is_floating_point() or motion.shape[0] == 0:
         what = f"a tensor {tuple(motion.shape)} {motion.dtype}" if isinstance(motion, Tensor) else type(motion).__name__
-        raise SpeechWeightsError(f"{path} is not a style motion: it holds {what}, not a float tensor [T, {motion_dim}]")
+        hint = ""
+        artalk = SpeechConfig.motion_dim  # the released model's motion width
+        if motion_dim != artalk and isinstance(motion, Tensor) and motion.dim() == 2 and motion.shape[1] == artalk:
+            hint = ("; it is one of ARTalk's styles, which only ARTalk's model speaks in "
+                    "(--speech-model ARTalk_wav2vec.pt, with FLAME)")
+        raise SpeechWeightsError(f"{path} is not a style motion of this speech model: it holds {what}, not a float "
+                                 f"tensor [T, {motion_dim}]{hint}")
     if not torch.isfinite(motion).all():
         raise SpeechWeightsError(f"{path} is not a usable style motion: it holds NaN or infinite values")
     return motion.float()

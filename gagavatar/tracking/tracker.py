@@ -50,8 +50,9 @@ class TrackSummary:
     warnings: list[str] = field(default_factory=list)  # e.g. a video whose end is damaged
 
     def lines(self) -> list[str]:
-        out = [f"{self.video_id}: {self.n_tracked}/{self.n_frames} frames tracked, mean landmark error "
-               f"{self.mean_error_px:.2f} px at 512 -> {self.video_dir}"]
+        fit = (f"mean landmark error {self.mean_error_px:.2f} px at 512" if self.n_tracked
+               else "no face found, nothing fitted")
+        out = [f"{self.video_id}: {self.n_tracked}/{self.n_frames} frames tracked, {fit} -> {self.video_dir}"]
         if self.no_face:
             out.append(f"  no face in {len(self.no_face)} frame(s) (marked valid=False): {_short(self.no_face)}")
         if self.several_faces:

@@ -247,6 +247,7 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
     run = Path(cfg.out)
     if ctx.is_main:
         check_writable(run / "config.json")
+        run.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run)
         if overwrite and clear_run(run):
             _say(f"--overwrite: deleted the previous run in {run}")

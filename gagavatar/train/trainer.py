@@ -263,6 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     run = Path(cfg.out)
     if ctx.is_main:
         check_writable(run / "config.json")  # an unwritable or full --out fails now, not at the first checkpoint
+        run.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run)  # temporary files of a run killed mid-write
         if overwrite:
             removed = clear_run(run)
