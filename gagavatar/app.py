@@ -225,7 +225,7 @@ class Studio:
             summary = commands.reenact(src.folder, drv.folder, run_dir / "reenact_side_by_side.mp4", animator=animator,
                                        side_by_side_view=True, controls=controls, keep_frames=True, avatar=avatar,
                                        progress=rendered, sound_from=driver)
-            sound, rate = commands.driver_sound(driver, drv, len(summary.frames))
+            sound, rate = commands.driver_sound(driver, len(summary.frames), drv.info.fps, drv)
             reenacted = gio.write_video(run_dir / "reenact.mp4", summary.frames, fps=drv.info.fps, audio=sound,
                                         audio_rate=rate)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gagavatar import io as gio
-from gagavatar.data.audio import sound_track
+from gagavatar.data.audio import fit_to_frames, sound_track
 from gagavatar.data.layout import AUDIO_RATE
 from gagavatar.reenact import DEMO_DATA, DEMO_SENTENCE, Animator, Motion, MotionControls, bundled, load_tracked, source_frame
 from gagavatar.head import BUNDLED_HEAD_ID
@@ -85,20 +85,22 @@ def reenact(source, driver, out, animator: Animator, side_by_side_view: bool = F
                 yield side_by_side(drv.frame(i), image) if side_by_side_view else image
 
         # the driver's sound goes with its frames (not when they are retimed or come from a motion file)
-        sound, rate = (driver_sound(sound_from or driver, drv, len(frames)) if not motion_file and fps == drv.info.fps
-                       else (None, AUDIO_RATE))
+        sound, rate = (driver_sound(sound_from or driver, len(frames), fps, drv)
+                       if not motion_file and fps == drv.info.fps else (None, AUDIO_RATE))
         path = gio.write_video(out, video(), fps=fps, audio=sound, audio_rate=rate)
     seconds = time.perf_counter() - t0
     return ReenactSummary(path, len(frames), int(repeated.sum()), seconds, len(frames) / seconds, kept)
 
 
-def driver_sound(driver, drv, n_frames: int) -> tuple[np.ndarray | None, int]:
-    """(samples, rate) of the sound a video driven by ``driver`` (tracked as ``drv``) carries: a
-    video file's own (48 kHz stereo, ``sound_track``), else the tracked folder's (16 kHz mono:
-    what a dataset keeps)."""
-    if Path(driver).is_file():
-        return sound_track(driver, n_frames, drv.info.fps), gio.SOUND_RATE
-    return drv.audio(), AUDIO_RATE
+def driver_sound(driver, n_frames: int, fps: float, tracked=None) -> tuple[np.ndarray | None, int]:
+    """(samples, rate) of the sound for ``n_frames`` frames at ``fps`` driven by ``driver`` from
+    its first frame: a video file's own (48 kHz stereo, ``sound_track``), else that of the
+    tracked folder ``tracked`` (a ``VideoRecord``; 16 kHz mono, what a dataset keeps); None
+    without sound (or without a driver: a camera)."""
+    if driver is not None and Path(driver).is_file():
+        return sound_track(driver, n_frames, fps), gio.SOUND_RATE
+    audio = tracked.audio() if tracked is not None else None
+    return (None if audio is None else fit_to_frames(audio, n_frames, fps)), AUDIO_RATE
 
 
 def speak(source, out, animator: Animator, speaker: Speaker, samples: np.ndarray,

@@ -24,8 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from gagavatar import io as gio
-from gagavatar.data.audio import fit_to_frames, sound_track
-from gagavatar.data.layout import AUDIO_RATE
+from gagavatar.commands import driver_sound
 from gagavatar.reenact import Animator, Motion, MotionControls
 from gagavatar.tracking.inputs import load_tracked, source_frame
 from gagavatar.tracking.stream import FrameTracker
@@ -94,14 +93,13 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
     if driver is not None and not Path(driver).exists():
         raise gio.InputError(f"--driver {driver}: no such video file or folder")
     fps_out = gio.video_info(driver).fps if driver is not None and Path(driver).is_file() else None
-    driving, folder_sound = None, None
+    driving, video = None, None
     with tempfile.TemporaryDirectory() as tmp:
         src = load_tracked(source, Path(workdir or tmp) / "source", animator.head)
         avatar = animator.reconstruct(src)
         if driver is not None and Path(driver).is_dir():  # a tracked folder (an image folder is tracked first)
             video = load_tracked(driver, Path(workdir or tmp) / "driver", animator.head)
             driving, fps_out = list(tracked_frames(video)), video.info.fps  # read before the work folder goes
-            folder_sound = video.audio()
     motion = Motion(src.frames(source_frame(src)), controls)
     tracker = FrameTracker(animator.head)
     if driving is not None:
@@ -138,13 +136,8 @@ def live(source, animator: Animator, camera: int | None = 0, driver=None, out=No
         stats.seconds = time.perf_counter() - t_start
     if out is not None and written:
         fps = fps_out or max(1.0, round(stats.frames / max(stats.seconds, 1e-9)))
-        # a driver's sound goes with its frames, as far as they were driven (a camera has none)
-        if folder_sound is not None:
-            sound, rate = fit_to_frames(folder_sound, len(written), fps), AUDIO_RATE
-        elif driver is not None and Path(driver).is_file():
-            sound, rate = sound_track(driver, len(written), fps), gio.SOUND_RATE
-        else:
-            sound, rate = None, AUDIO_RATE
+        # the driver's sound goes with its frames, as far as they were driven (a camera has none)
+        sound, rate = driver_sound(driver, len(written), fps, video)
         say(f"wrote {gio.write_video(out, written, fps=fps, audio=sound, audio_rate=rate)}")
     return stats
 

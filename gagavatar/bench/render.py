@@ -59,7 +59,8 @@ def render(backend: str = typer.Option("all", help="torch, gsplat, or all (every
            sigma_px: str = typer.Option("1,3", help="range of the splats' screen-space sigma in pixels"),
            channels: int = typer.Option(32, help="feature channels", min=3, max=256),
            repeat: int = typer.Option(3, help="timed repetitions (median reported)", min=1),
-           threads: int = typer.Option(0, help="torch CPU threads (0: the command line's, half the cores or OMP_NUM_THREADS)", min=0)):
+           threads: int = typer.Option(0, help="torch CPU threads (0: the command line's, half the cores or "
+                                                  "OMP_NUM_THREADS)", min=0)):
     """Rasterizer time per frame and peak memory, forward and forward+backward.
 
     A head-like synthetic scene (see head_like_splats). Targets on 2 CPU cores:

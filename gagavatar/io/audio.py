@@ -35,8 +35,9 @@ def read_audio(path: str | Path, rate: int = SPEECH_RATE, channels: int = 1) -> 
     # rematrix_maxval=1: ffmpeg's float downmix to mono otherwise sums stereo at 1/sqrt(2) each (3 dB
     # louder than either channel, peaks over 1) and 5.1 louder still
     result = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-map", "0:a:0",
-                             "-ac", str(channels), "-ar", str(rate), "-af", "aresample=async=1:first_pts=0:rematrix_maxval=1",
-                             "-f", "f32le", "-"], capture_output=True)
+                             "-ac", str(channels), "-ar", str(rate),
+                             "-af", "aresample=async=1:first_pts=0:rematrix_maxval=1", "-f", "f32le", "-"],
+                            capture_output=True)
     if result.returncode != 0:
         stderr = result.stderr.decode(errors="replace")
         if "matches no streams" in stderr:  # ffmpeg's own words: the file has no audio stream

@@ -15,4 +15,5 @@ from gagavatar.reenact.speaker_stream import SpeakerStream
 from gagavatar.tracking.inputs import driver_frames, load_tracked, source_frame
 
 __all__ = ["Animator", "BUNDLED_MODEL_NOTE", "DEFAULT_CHECKPOINT", "DEMO_DATA", "DEMO_SENTENCE", "Motion", "MotionControls", "Speaker",
-           "SpeakerStream", "TRANSFER_MODES", "bundled", "drive", "driver_frames", "load_tracked", "parse_color", "source_frame"]
+           "SpeakerStream", "TRANSFER_MODES", "bundled", "drive", "driver_frames", "load_tracked", "parse_color",
+           "source_frame"]
