@@ -298,10 +298,14 @@ def _color(text: str) -> tuple[float, float, float]:
 
 
 def _controls(transfer, relative, expression_scale, jaw_scale, eye_scale, stabilize):
+    """The motion controls of the options, a refused one as a usage error (as one refused where parsed)."""
     from gagavatar.reenact import MotionControls
 
-    return MotionControls(transfer=transfer, relative=relative, expression_scale=expression_scale,
-                          jaw_scale=jaw_scale, eye_scale=eye_scale, stabilize=stabilize)
+    try:
+        return MotionControls(transfer=transfer, relative=relative, expression_scale=expression_scale,
+                              jaw_scale=jaw_scale, eye_scale=eye_scale, stabilize=stabilize)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _animator(checkpoint, head_model, background=(0.0, 0.0, 0.0)):

@@ -476,13 +476,14 @@ def test_full_disk_during_a_checkpoint_is_one_line(dataset, tmp_path):
 # --------------------------------------------------------------------------- numeric motion controls
 
 
-@pytest.mark.parametrize("option, value, expected", [("--expression-scale", "nan", "expression_scale=nan"),
+@pytest.mark.parametrize("option, value, expected", [("--expression-scale", "nan", "the expression scale is nan"),
                                                      ("--stabilize", "nan", "smoothing strength"),
-                                                     ("--jaw-scale", "inf", "jaw_scale=inf")])
+                                                     ("--jaw-scale", "inf", "the jaw scale is inf"),
+                                                     ("--transfer", "bogus", "'bogus' is not one of all, expression")])
 def test_non_finite_motion_controls_are_refused_up_front(tmp_path, option, value, expected):
     driver = ROOT / "gagavatar" / "assets" / "demo" / "clips" / "driver"
     one_line_error(invoke("reenact", "--source", SOURCE, "--driver", driver, "--out", tmp_path / "o.mp4", option,
-                          value), expected)
+                          value), expected, code=2)  # a usage error, as an option refused where it is parsed
     assert not (tmp_path / "o.mp4").exists()
 
 

@@ -51,11 +51,12 @@ class MotionControls:
 
     def __post_init__(self):
         if self.transfer not in TRANSFER_MODES:
-            raise ValueError(f"transfer={self.transfer!r}: choose one of {TRANSFER_MODES}")
+            raise ValueError(f"the transfer {self.transfer!r} is not one of {', '.join(TRANSFER_MODES)}")
         for name in ("expression_scale", "jaw_scale", "eye_scale"):
             value = getattr(self, name)
             if not math.isfinite(value) or abs(value) > 10:
-                raise ValueError(f"{name}={value}: use a finite multiplier between -10 and 10 (1 = as driven)")
+                raise ValueError(f"the {name.replace('_', ' ')} is {value}: use a finite multiplier between -10 "
+                                 f"and 10 (1 = as driven)")
         weights_for(self.stabilize)  # a finite strength in range, or a clear error
 
     @property
