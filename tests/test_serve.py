@@ -530,6 +530,16 @@ def test_page_makes_the_avatar_speak(animator, clips, tmp_path):
             page.locator("#speech").set_input_files(str(tmp_path / "notes.wav"))
             page.locator("#speak").click()
             page.get_by_text("cannot be read as audio").wait_for(timeout=30_000)
+            time.sleep(0.5)  # the close that follows the server's line does not replace it with a cut copy
+            status = page.locator("#status").text_content()
+            assert "convert it" in status and "session ended" not in status, status
+            assert not errors, f"the page logged errors: {errors}"
+            page.locator("#photo").set_input_files(str(tmp_path / "notes.wav"))  # a photo refused: no avatar now
+            page.get_by_text("Could not make the avatar").wait_for(timeout=30_000)
+            assert page.locator("#speak").is_disabled() and page.locator("#start").is_disabled()
+            assert page.locator("#avatar").get_attribute("src") is None and page.locator("#placeholder").is_visible()
+            assert all("415" in e for e in errors), errors  # the browser's own line for the refused upload
+            errors.clear()
         finally:
             browser.close()
         with urllib.request.urlopen(server.url + "/metrics") as r:
