@@ -398,7 +398,9 @@ def build_app(studio: Studio, startup_error: str | None = None, speech_note: str
                                    controls, color, progress=lambda fraction, text: progress(fraction, desc=text))
         except USER_ERRORS as e:
             raise page_error(e, hide + [studio.root], "Could not speak") from None
-        return str(out.video), out.message()
+        note = " The recording was spoken; the typed text was not (clear the recording to speak it)." \
+            if audio and (text or "").strip() else ""
+        return str(out.video), out.message() + note
 
     with gr.Blocks(title="GAGAvatar", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)

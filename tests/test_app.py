@@ -314,10 +314,11 @@ def test_app_through_gradio_client(server, media, checkpoint, monkeypatch, tmp_p
 
     # Speak with an uploaded recording: the video says it, as long as it is
     speech_controls = [1.0, 1.2, 0.0, "#000000"]
-    video, message = client.predict(handle_file(str(media["photo"])), handle_file(str(media["voice"])), "",
-                                    *speech_controls, api_name="/speak")
+    video, message = client.predict(handle_file(str(media["photo"])), handle_file(str(media["voice"])),
+                                    "typed words too", *speech_controls, api_name="/speak")
     video = video["video"] if isinstance(video, dict) else video
     assert _count_frames(video) == math.ceil(VOICE_SECONDS * 25) and "Spoken: 1.3 s" in message
+    assert "the typed text was not" in message  # the recording wins, and the page says so
     with pytest.raises(AppError, match="no speech"):
         client.predict(handle_file(str(media["photo"])), None, "  ", *speech_controls, api_name="/speak")
     with pytest.raises(AppError, match="Unreadable file"):
