@@ -167,3 +167,16 @@ def test_without_the_speech_model_a_flame_avatar_is_told_where_to_get_it(flame_a
     assert not (tmp_path / "t.mp4").exists()
 
 
+
+
+def test_only_the_bundled_voice_is_called_so(tmp_path):
+    """The notice about the demonstration voice is for that file, not for a voice train-speech made
+    on the same preset and head."""
+    import shutil
+
+    from gagavatar.reenact import Speaker, bundled
+    from gagavatar.reenact.speaker import BUNDLED_VOICE
+
+    assert Speaker.load().is_bundled
+    own = shutil.copy(bundled(BUNDLED_VOICE), tmp_path / "my_voice.safetensors")
+    assert not Speaker.load(own).is_bundled

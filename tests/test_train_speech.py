@@ -178,6 +178,12 @@ def test_train_speech_both_stages_survive_a_kill_and_resume(tmp_path, clips_file
     assert steps == list(range(1, 21))  # every step once: the killed run's extra rows were dropped
     assert {r["stage"] for r in rows} == {"codec", "generator"}
     assert (run / "loss.png").is_file()
+    unbroken = _run([str(tmp_path / "unbroken") if a == str(run) else a for a in args], env=env)
+    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    resumed, unbroken = (load_file(r / "speech_model.safetensors") for r in (run, tmp_path / "unbroken"))
+    assert all(torch.equal(resumed[k], unbroken[k]) for k in unbroken)  # the resumed run ends where an unbroken one does
     model = load_speech_model(run / "speech_model.safetensors")
     assert model.config.name == "tiny" and model.config.head == "synthetic-flame-v1"
     motion = model.generate(torch.zeros(16000))

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gagavatar.errors import InputError, LimitError
-from gagavatar.io.files import atomic_path
+from gagavatar.io.files import atomic_path, describe_content
 
 # the ImageNet statistics DINOv2, AlexNet and LPIPS normalise their input with
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -120,7 +120,12 @@ def read_image(path: str | Path) -> np.ndarray:
         raise LimitError(f"{path}: the image is too large ({size}; at most "
                          f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} are read); resize it, e.g. to 2048 pixels "
                          f"on its longer side") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:  # what it is instead (Pillow's own words only repeat the path)
+        with open(path, "rb") as f:
+            what = describe_content(f.read(4096))
+        raise InputError(f"{path}: not an image this reads ({what}); "
+                         f"give a PNG or JPEG") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}); "
                          f"convert it to PNG or JPEG") from e
 

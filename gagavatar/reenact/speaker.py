@@ -38,10 +38,11 @@ class Speaker:
     """A speech model (``gagavatar.speech.SpeechModel``) with an optional speaking style.
 
     style: a style motion [T, 106] (ARTalk's ``style_motion/*.pt``), None for the model's own;
-    fix_pose: keep the head still (the motion's head rotation zeroed)."""
+    fix_pose: keep the head still (the motion's head rotation zeroed); path: the file the model
+    came from, when loaded from one."""
 
-    def __init__(self, model, style: torch.Tensor | None = None, fix_pose: bool = False):
-        self.model, self.style, self.fix_pose = model.eval(), style, fix_pose
+    def __init__(self, model, style: torch.Tensor | None = None, fix_pose: bool = False, path=None):
+        self.model, self.style, self.fix_pose, self.path = model.eval(), style, fix_pose, path
 
     @classmethod
     def load(cls, speech_model=None, style=None, fix_pose: bool = False, device=None, head=None) -> "Speaker":
@@ -58,12 +59,13 @@ class Speaker:
             speech_model = bundled(BUNDLED_VOICE)
         model = load_speech_model(speech_model, device=default_device(device))
         style = None if style is None else load_style_motion(style, model.config.motion_dim)
-        return cls(model, style, fix_pose)
+        return cls(model, style, fix_pose, path=speech_model)
 
     @property
     def is_bundled(self) -> bool:
-        """The bundled demonstration voice (trained on espeak-ng speech, for the bundled head)."""
-        return self.model.config.name == "tiny" and self.model.config.head == BUNDLED_HEAD_ID
+        """The bundled demonstration voice (trained on espeak-ng speech, for the bundled head); a
+        voice ``train-speech`` made on the same preset and head is the user's own."""
+        return self.path is not None and Path(self.path).resolve() == bundled(BUNDLED_VOICE).resolve()
 
     @property
     def fps(self) -> float:

@@ -279,7 +279,7 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
             mark_run(run)  # this project's run: --overwrite may replace it
             with atomic_path(run / "config.json") as tmp:
                 tmp.write_text(cfg.to_json())
-    rng = torch.Generator().manual_seed(cfg.seed * 1000 + start + ctx.rank)  # resumed runs draw anew
+    rng = torch.Generator()  # seeded at each step (below)
     objective = SpeechObjective(model, mesh, cfg, rng)
     net = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True, broadcast_buffers=False) \
         if ctx.enabled else objective
@@ -295,6 +295,8 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
                 break
             stage = "codec" if step < cfg.codec_steps else "generator"
             model.basic_vae.requires_grad_(stage == "codec")
+            # a step's draws depend on (seed, step, rank) alone: a resumed run draws what an unbroken one did
+            rng.manual_seed((cfg.seed * 1_000_003 + step) * 1024 + ctx.rank)
             loss, terms = net(stage, audio.to(ctx.device), motion.to(ctx.device))
             if not torch.isfinite(loss):  # stop at once: the last checkpoint is the last good state
                 raise diverged(run, step, f"the {stage} loss is {loss.item()}")
