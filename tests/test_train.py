@@ -58,6 +58,17 @@ def test_few_step_run_writes_and_reloads(dataset, tmp_path):
         torch.testing.assert_close(v, state["model"][k])
 
 
+def test_a_time_budget_counts_the_time_before_a_resume(dataset, tmp_path):
+    """--max-minutes is training time in all: a run that spent its budget, run again with
+    --resume, trains no further (it used to train for the whole budget once more)."""
+    cfg = config(dataset, tmp_path / "run", max_steps=10_000, max_minutes=0.01, checkpoint_every=1, sample_every=1000)
+    run = train(cfg)
+    spent = checkpoints(run)[-1]
+    assert 0 < int(spent.stem[5:]) < 10_000 and torch.load(spent, weights_only=True)["extra"]["seconds"] > 0.6
+    train(cfg, resume=True)
+    assert checkpoints(run)[-1] == spent and (run / "model.safetensors").is_file()
+
+
 def test_loss_decreases_on_a_fixed_batch(dataset):
     cfg = config(dataset, "unused", lr=1e-3)
     torch.manual_seed(0)

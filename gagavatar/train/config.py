@@ -52,7 +52,8 @@ class TrainConfig:
                                                "lifting, refiner (repeatable)")
     frames: tuple[int, int] | None = None  # train on frames start <= i < stop of each video only (--frames START:STOP)
     max_steps: int = setting(200_000, help="total optimisation steps", min=1)
-    max_minutes: float | None = setting(None, help="stop after this much training time and write the model")
+    max_minutes: float | None = setting(None, help="stop after this much training time (a resumed run's earlier "
+                                                   "time counted) and write the model")
     batch_size: int = setting(8, help="samples per step and process", min=1)
     lr: float = setting(1e-4, help="Adam learning rate (refiner style MLP / final linear at 0.1x)")
     low_lr_factor: float = 0.1        # style MLP and final linear of the refiner (reference)

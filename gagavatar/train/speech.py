@@ -264,12 +264,12 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: stage_lr(step, cfg))
     mesh = MeshError(head, c.motion_dim, torch.as_tensor(lip_vertices(head), device=ctx.device))
 
-    start = 0
+    start, spent = 0, 0.0  # spent: seconds trained before this process (a resumed run's budget is the rest)
     last, state, damaged = resume_checkpoint(run, _say) if resume else (None, None, [])
     if last is not None:
         restore_training_state(state, model, optimizer, scheduler)
-        start = state["step"]
-        _say(f"Resumed from {last} at step {start}")
+        start, spent = state["step"], float(state["extra"].get("seconds", 0.0))
+        _say(f"Resumed from {last} at step {start} ({spent / 60:.1f} min trained)")
     ctx.barrier()
     if ctx.is_main:
         set_aside(damaged)
@@ -288,10 +288,15 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
     metrics_path = run / "metrics.jsonl"
     bar = tqdm(total=cfg.steps, initial=start, disable=not ctx.is_main, desc="train-speech", dynamic_ncols=True)
     step, t0, scores = start, time.perf_counter(), {}
+
+    def trained() -> float:  # seconds of training, a resumed run's earlier ones too
+        return spent + time.perf_counter() - t0
+
+    out_of_time = cfg.max_minutes is not None and spent >= cfg.max_minutes * 60  # a finished run is not trained on
     model.train()
     try:
         for audio, motion in loader:
-            if step >= cfg.steps:
+            if step >= cfg.steps or out_of_time:
                 break
             stage = "codec" if step < cfg.codec_steps else "generator"
             model.basic_vae.requires_grad_(stage == "codec")
@@ -306,7 +311,7 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
             optimizer.step()
             scheduler.step()
             step += 1
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - t0 > cfg.max_minutes * 60
+            out_of_time = cfg.max_minutes is not None and trained() > cfg.max_minutes * 60
             last_step = step == cfg.steps or out_of_time
             if ctx.is_main:
                 bar.update(1)
@@ -322,7 +327,8 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
                         scores = evaluate(model)
                         model.train()
                         rows.append({"step": step, **scores})
-                    save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
+                    save_training_state(run, step, model, optimizer, scheduler, extra={"seconds": trained()},
+                                        keep_last=cfg.keep_last)
                 with open(metrics_path, "a") as f:
                     f.writelines(json.dumps(row) + "\n" for row in rows)
                 if step % cfg.checkpoint_every == 0 or last_step:

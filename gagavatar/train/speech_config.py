@@ -29,7 +29,8 @@ class SpeechTrainConfig:
     checkpoint_every: int = setting(250, help="steps between checkpoints (and evaluations)", min=1)
     keep_last: int = setting(3, help="checkpoints kept", min=1)
     log_every: int = setting(10, help="steps between metric rows", min=1)
-    max_minutes: float | None = setting(None, help="stop after this much training time (both stages)", min=0.01)
+    max_minutes: float | None = setting(None, help="stop after this much training time (both stages; a resumed "
+                                                   "run's earlier time counted)", min=0.01)
     seed: int = setting(0, help="random seed")
 
     @property

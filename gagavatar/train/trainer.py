@@ -280,15 +280,15 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights, model)).to(ctx.device)
     use_lifting = "no_lifting_loss" not in cfg.ablations
 
-    start = 0
+    start, spent = 0, 0.0  # spent: seconds trained before this process (a resumed run's budget is the rest)
     say = (lambda line: _say(line, "yellow")) if ctx.is_main else (lambda line: None)
     last, state, damaged = resume_checkpoint(run, say) if resume else (None, None, [])
     if resume and last is None:
         console.print(f"[yellow]--resume: no checkpoint in {run}, starting from step 0[/yellow]")
     if last is not None:
         restore_training_state(state, model, optimizer, scheduler)
-        start = state["step"]
-        console.print(f"Resumed from {last} at step {start}")
+        start, spent = state["step"], float(state["extra"].get("seconds", 0.0))
+        console.print(f"Resumed from {last} at step {start} ({spent / 60:.1f} min trained)")
     ctx.barrier()  # every rank has read the checkpoints before rank 0 renames the damaged ones
     if ctx.is_main:
         set_aside(damaged)
@@ -318,10 +318,17 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     from tqdm import tqdm
 
     model.train()
-    step, skipped, t0, scores, out_of_time, bad_in_a_row = start, 0, time.perf_counter(), {}, False, 0
+    step, skipped, t0, scores, bad_in_a_row = start, 0, time.perf_counter(), {}, 0
+
+    def trained() -> float:  # seconds of training, a resumed run's earlier ones too
+        return spent + time.perf_counter() - t0
+
+    out_of_time = cfg.max_minutes is not None and spent >= cfg.max_minutes * 60  # a finished run is not trained on
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
     try:
         for batch in loader:
+            if out_of_time:
+                break
             batch = to_device(batch, ctx.device)
             with torch.no_grad():
                 vertices = batch["target"].vertices(head)
@@ -352,12 +359,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
             scheduler.step()
             step += 1
             # a time budget ends the run where a step count would (every rank stops at the same step)
-            out_of_time = cfg.max_minutes is not None and ctx.all_true(
-                torch.tensor(time.perf_counter() - t0 > cfg.max_minutes * 60))
+            out_of_time = cfg.max_minutes is not None and ctx.all_true(torch.tensor(trained() > cfg.max_minutes * 60))
             last_step = step == cfg.max_steps or out_of_time
             if cfg.max_minutes is not None:  # the bar's end: the steps the time left allows at this pace
-                elapsed = time.perf_counter() - t0
-                bar.total = min(cfg.max_steps, step + int((cfg.max_minutes * 60 - elapsed) * (step - start) / elapsed))
+                pace = (step - start) / (time.perf_counter() - t0)
+                bar.total = min(cfg.max_steps, step + int((cfg.max_minutes * 60 - trained()) * pace))
 
             # no checkpoint of a step that was skipped: keep-last would delete good ones for copies of them
             checkpoint_now = (step % cfg.checkpoint_every == 0 or last_step) and not bad_in_a_row
@@ -387,7 +393,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
                     if step % cfg.sample_every == 0 or last_step:
                         sample_grid(batch, out, run / "samples" / f"step_{step:06d}.png")
                     if checkpoint_now:
-                        save_training_state(run, step, model, optimizer, scheduler, keep_last=cfg.keep_last)
+                        save_training_state(run, step, model, optimizer, scheduler, extra={"seconds": trained()},
+                                            keep_last=cfg.keep_last)
                         plot_losses(metrics_path, run / "loss.png")
             if checkpoint_now:
                 ctx.barrier()  # other ranks wait while rank 0 writes
