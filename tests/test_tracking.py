@@ -422,3 +422,16 @@ def test_odd_inputs(astronaut, tmp_path, head):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(gio.InputError, match="not an image"):
         run("notes.txt")
+
+
+def test_the_matte_is_zero_outside_the_image():
+    """A crop that runs past the frame (a chin near its bottom edge) is padded with black, which
+    the segmenter takes for shoulders: the matte keeps none of it. Coverage against OpenCV's
+    area resize of an all-ones image (a box filter: the same share per crop pixel)."""
+    height, width, box = 300, 400, np.array([-120, 60, 392, 572])  # past the left and bottom edges
+    coverage = framing.image_coverage(box, height, width, framing.SEGMENT_SIZE)
+    reference = framing.crop(np.ones((height, width), np.float32), box, framing.SEGMENT_SIZE, fast=True)
+    np.testing.assert_allclose(coverage, reference, atol=1e-5)
+    framer = framing.Framer(segmenter=lambda image: np.ones(image.shape[:2], np.float32))
+    matte = framer._segment(np.full((height, width, 3), 128, np.uint8), box)
+    assert matte[:, :50].max() == 0 and matte[-40:].max() == 0 and matte[100, 200] == 1

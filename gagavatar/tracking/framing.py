@@ -153,6 +153,18 @@ def crop(image: np.ndarray, box: np.ndarray, size: int, fast: bool = False) -> n
     return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
 
 
+def image_coverage(box: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """[size, size] float32: the share of each pixel of the size x size crop of ``box`` (xyxy)
+    that lies inside a height x width image: 1 inside, 0 on the black ``crop`` pads it with."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+
+    def along(lo: float, hi: float, n: int) -> np.ndarray:
+        edges = lo + (hi - lo) * np.arange(size + 1) / size
+        return np.clip((np.minimum(edges[1:], n) - np.maximum(edges[:-1], 0)) / (edges[1:] - edges[:-1]), 0, 1)
+
+    return np.outer(along(y0, y1, height), along(x0, x1, width)).astype(np.float32)
+
+
 def resample_crop(crop_image: np.ndarray, box: np.ndarray, new_box: np.ndarray, size: int) -> np.ndarray:
     """A square crop of ``box`` (any side in pixels) -> the size x size crop of ``new_box``
     (both xyxy in the same image), by bilinear resampling; outside ``box`` is zero."""
@@ -231,8 +243,10 @@ class Framer:
                       to_crop(landmarks, box, self.size))
 
     def _segment(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """Matte [SEGMENT_SIZE, SEGMENT_SIZE] of the square crop ``box``."""
-        return self.segmenter(crop(image, box, SEGMENT_SIZE, fast=True))
+        """Matte [SEGMENT_SIZE, SEGMENT_SIZE] of the square crop ``box``; none of it outside the image
+        (the segmenter takes the black padding under a chin for the shoulders)."""
+        coverage = image_coverage(box, *image.shape[:2], SEGMENT_SIZE)
+        return self.segmenter(crop(image, box, SEGMENT_SIZE, fast=True)) * coverage
 
 
 # ---------------------------------------------------------------------------
