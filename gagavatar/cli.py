@@ -261,9 +261,11 @@ def build_dataset(
     move: bool = typer.Option(False, help="with --merge: move the shards' video folders instead of copying them"),
 ):
     """Track every clip of a folder tree (or list) into one dataset: parallel, resumable, shardable."""
+    from gagavatar import io as gio
     from gagavatar.tracking import build
     from gagavatar.tracking.merge import merge_datasets
 
+    gio.check_output_folder(out)  # not a file (it may lie in the input tree: find_clips leaves it out)
     if merge:
         summary = merge_datasets(inputs, out, move=move)
     else:
@@ -612,9 +614,11 @@ def evaluate(
 ):
     """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, CSIM, AED, APD, AKD) in the
     paper's Table 1 layout, for one checkpoint or (--compare RUN_A RUN_B ...) several."""
+    from gagavatar import io as gio
     from gagavatar.eval.evaluate import compare as run_compare
     from gagavatar.eval.evaluate import evaluate as run_evaluate
 
+    gio.check_output_folder(out)  # not a file (its report files are written into it, nothing replaced whole)
     options = dict(split=split, cross_pairs=cross_pairs, max_pairs=max_pairs, head_model=head_model,
                    lpips_weights=lpips_weights, size=size, seed=seed, batch_size=batch_size, device=device)
     names = [n for item in names or [] for n in item.split(",") if n]

@@ -288,3 +288,12 @@ def test_refusals(one_run, tmp_path):
     result = build(inside / "videos", "--out", inside, "--workers", "0", *OPTIONS)
     assert result.exit_code == 1 and "lies inside --out" in result.output
     assert len(list((inside / "videos").rglob("*.*"))) == 7  # the input is untouched
+
+
+def test_a_long_failure_reason_keeps_its_end_where_the_fix_is():
+    from gagavatar.io import InputError
+    from gagavatar.tracking.clip_tracker import _one_line
+
+    reason = _one_line(InputError("/" + "deep/" * 80 + "clip.mp4: cannot open this video: re-encode it, e.g. ffmpeg "
+                                  "-i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"))
+    assert len(reason) <= 300 and reason.startswith("/deep/") and reason.endswith("yuv420p OUT.mp4"), reason

@@ -889,3 +889,10 @@ def test_parameters_of_another_head_model_are_refused_before_rendering(tmp_path)
                    f"{driver / 'params.npz'}: 150 expression coefficients a frame, but the head model",
                    "has 100: track the video again")
     assert not out.exists()
+
+
+def test_a_file_given_as_a_folder_output_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for args in (["build-dataset", SOURCE], ["eval", "--baselines", "--data", DRIVER.parent]):
+        one_line_error(invoke(*args, "--out", tmp_path / "afile"), "afile is not a folder")
+    assert (tmp_path / "afile").read_text() == "x"

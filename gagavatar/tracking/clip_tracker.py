@@ -135,4 +135,5 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
         text = f"{head.strip()} ... {(tail.strip().splitlines() or [''])[-1]}"
     text = " ".join(text.split()) or "(no message)"
     text = text if isinstance(error, (ClipFailed, gio.InputError)) else f"{type(error).__name__}: {text}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    # a long one loses its middle (a long path, a library's words), not its end, where the fix is said
+    return text if len(text) <= limit else f"{text[:limit // 2 - 3]} ... {text[-(limit - limit // 2 - 2):]}"
