@@ -896,3 +896,22 @@ def test_a_file_given_as_a_folder_output_is_one_line(tmp_path):
     for args in (["build-dataset", SOURCE], ["eval", "--baselines", "--data", DRIVER.parent]):
         one_line_error(invoke(*args, "--out", tmp_path / "afile"), "afile is not a folder")
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_speech_model_and_an_avatar_checkpoint_swapped_say_which_is_which(tmp_path):
+    voice = ROOT / "gagavatar" / "assets" / "speech" / "tiny_voice.safetensors"
+    avatar = ROOT / "gagavatar" / "assets" / "demo" / "tiny.safetensors"
+    one_line_error(invoke("reenact", "--source", SOURCE, "--driver", DRIVER, "--out", tmp_path / "a.mp4",
+                          "--checkpoint", voice), "a speech model's", "give it as --speech-model")
+    speech = tmp_path / "speech.wav"
+    gio.write_wav(speech, np.zeros(8000, np.float32))
+    one_line_error(invoke("speak", "--source", SOURCE, "--audio", speech, "--out", tmp_path / "b.mp4",
+                          "--speech-model", avatar), "is an avatar checkpoint", "give it as --checkpoint")
+
+
+def test_refused_training_runs_leave_no_run_folder(tmp_path):
+    """The inputs are read before the run folder is made: a corrected command is not refused
+    for a folder the failed one left."""
+    one_line_error(invoke("train", "--data", tmp_path / "none", "--out", tmp_path / "run"))
+    one_line_error(invoke("train-speech", "--data", tmp_path / "none.npz", "--out", tmp_path / "speech_run"))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "speech_run").exists()

@@ -55,8 +55,11 @@ def split_official(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
 
     unexpected = sorted(n for n in tensors if n not in expected)
     if unexpected:
+        speech = any(n.startswith(("basic_vae.", "audio_encoder.")) for n in unexpected)  # ARTalk's modules
         raise CheckpointError(f"unexpected tensor(s) in the checkpoint: {unexpected[:5]}"
-                              + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
+                              + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
+                              + ("; they are a speech model's (ARTalk_wav2vec.pt or one train-speech made): give "
+                                 "it as --speech-model, and an avatar checkpoint as --checkpoint" if speech else ""))
     missing = [n for n in network_names if n not in tensors]
     present_perceptual = [n for n in perceptual_names if n in tensors]
     if present_perceptual and len(present_perceptual) != len(perceptual_names):

@@ -53,6 +53,11 @@ def check_state(state: dict[str, Tensor], model: torch.nn.Module, path: str | Pa
               for n in expected if n in state and tuple(state[n].shape) != expected[n]]
     problems = [f"{what} tensor(s) {_listed(names)}" for what, names in
                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if names]
+    avatar = any(n.startswith(("backbone.", "refiner.", "base_model.", "upsampler.")) for n in unexpected)
+    if avatar:  # an avatar network's modules (ours, or the released GAGAvatar.pt's names)
+        raise SpeechWeightsError(f"{path} is an avatar checkpoint (its tensors are the avatar network's), not a "
+                                 f"speech model: give it as --checkpoint, and {KNOWN_FILES['speech_model'].filename} "
+                                 f"or a train-speech model as --speech-model")
     if problems:
         raise SpeechWeightsError(f"{path} is not {KNOWN_FILES['speech_model'].filename} for this model: "
                                  + "; ".join(problems))

@@ -199,8 +199,9 @@ def build_speech_model(cfg: SpeechTrainConfig, head) -> tuple[SpeechModel, list]
 def held_out_evaluation(data: str, head_model: str | None = None, max_clips: int = 8):
     """The evaluation hook for ``--eval``: ``evaluate(model) -> {"lve": mm}``, the lip vertex
     error on (up to ``max_clips``) held-out clips (a clips file, or a dataset's test split),
-    as ``speak`` would drive them (smoothed). The clips are read on the first call, at the
-    model's motion size."""
+    as ``speak`` would drive them (smoothed). ``evaluate.load(motion_dim)`` reads the clips
+    (at the model's motion size; ``train_speech`` calls it before the run starts, so clips it
+    cannot use are refused before a run folder is made); else the first call does."""
     import numpy as np
 
     from gagavatar.head import load_head_model
@@ -210,10 +211,13 @@ def held_out_evaluation(data: str, head_model: str | None = None, max_clips: int
     measure = FaceMeasure(load_head_model(head_model))
     held: list = []
 
-    def evaluate(model) -> dict[str, float]:
+    def load(motion_dim: int) -> None:
         if not held:
-            clips = read_clips(data, "test", expression_dims=model.config.motion_dim - 6)[:max_clips]
+            clips = read_clips(data, "test", expression_dims=motion_dim - 6)[:max_clips]
             held.extend((clip.audio, measure(clip.motion).lips) for clip in clips)
+
+    def evaluate(model) -> dict[str, float]:
+        load(model.config.motion_dim)
         model.eval()
         predict = model_predictor(model)
         errors = []
@@ -223,6 +227,7 @@ def held_out_evaluation(data: str, head_model: str | None = None, max_clips: int
             errors.append(lip_errors(measure(motion[:n]).lips, truth[:n]))
         return {"lve": float(np.concatenate(errors).mean())}
 
+    evaluate.load = load
     return evaluate
 
 
@@ -247,14 +252,17 @@ def train_speech(cfg: SpeechTrainConfig, resume: bool = False, overwrite: bool =
     run = Path(cfg.out)
     if ctx.is_main:
         check_writable(run / "config.json")
+    torch.manual_seed(cfg.seed)
+    head = load_head_model(cfg.head_model).to(ctx.device)
+    model, clips = build_speech_model(cfg, head)
+    if evaluate is not None and hasattr(evaluate, "load"):
+        evaluate.load(model.config.motion_dim)
+    if ctx.is_main:  # the inputs are read: only now is there a run folder (a refused command leaves none)
         run.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run)
         if overwrite and clear_run(run):
             _say(f"--overwrite: deleted the previous run in {run}")
     ctx.barrier()
-    torch.manual_seed(cfg.seed)
-    head = load_head_model(cfg.head_model).to(ctx.device)
-    model, clips = build_speech_model(cfg, head)
     model = model.to(ctx.device)
     c = model.config
     window = 2 * c.chunk_frames

@@ -263,13 +263,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     run = Path(cfg.out)
     if ctx.is_main:
         check_writable(run / "config.json")  # an unwritable or full --out fails now, not at the first checkpoint
-        run.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(run)  # temporary files of a run killed mid-write
-        if overwrite:
-            removed = clear_run(run)
-            if removed:
-                _say(f"--overwrite: deleted {len(removed)} file(s) of the previous run in {run}")
-    ctx.barrier()
     torch.manual_seed(cfg.seed)
     head = load_head_model(cfg.head_model).to(ctx.device)
     model = build_model(cfg, head).to(ctx.device)
@@ -279,6 +272,14 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, evalu
     optimizer, scheduler = make_optimizer(model, cfg)
     loss_fn = GAGAvatarLoss(cfg.loss, load_perceptual(cfg.perceptual_weights, model)).to(ctx.device)
     use_lifting = "no_lifting_loss" not in cfg.ablations
+    if ctx.is_main:  # the inputs are read: only now is there a run folder (a refused command leaves none)
+        run.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run)  # temporary files of a run killed mid-write
+        if overwrite:
+            removed = clear_run(run)
+            if removed:
+                _say(f"--overwrite: deleted {len(removed)} file(s) of the previous run in {run}")
+    ctx.barrier()
 
     start, spent = 0, 0.0  # spent: seconds trained before this process (a resumed run's budget is the rest)
     say = (lambda line: _say(line, "yellow")) if ctx.is_main else (lambda line: None)
