@@ -65,7 +65,6 @@ async def send_frame(websocket: WebSocket, out, s, timeout: float) -> None:
     except (WebSocketDisconnect, OSError, RuntimeError) as e:
         raise ClientGone() from e
     s.sent += 1
-    s.recent.tick()
 
 
 async def within(awaitable, seconds: float):

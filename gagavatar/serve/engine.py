@@ -3,8 +3,8 @@
 Every session's frames, and every new avatar's reconstruction, are jobs for these threads;
 the event loop only awaits their results (it never runs the model). A drive session has at
 most one frame in flight, so the queue holds at most one of its frames. The queue is ordered:
-reconstructions first, then the frame of the session with the fewest frames a second lately
-(``Session.priority``: ``RecentRate``), so a session that fell behind catches up.
+reconstructions first, then the frame of the session with the fewest frames a second so far
+(``Session.priority``), so a session that fell behind catches up.
 
 Batching: a render thread that is free takes the frames waiting (up to ``max_batch``, and its
 share when other threads are idle) and renders them in one call. Frames of one avatar drive its

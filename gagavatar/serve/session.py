@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import secrets
 import threading
 import time
@@ -108,29 +107,11 @@ class RateLimit:
 # second's allowance was dropped ends at once (a client sending as fast as it can is
 # throttled within milliseconds, not after a second of the event loop's time).
 WARN_AFTER, THROTTLE_AFTER, CLOSE_AFTER = 1, 2, 5
-class RecentRate:
-    """A session's render priority (``RenderEngine.render``: the lowest first): its frames a
-    second lately, each frame weighing exp(-age / ``tau``). Its last few seconds, not its whole
-    life: a session that connected before the others (its rate since then lower) was served
-    first all along, 155 against 174 frames in 20 s of ``bench serve``, and one back from a
-    pause went before every other until its average caught up."""
-
-    def __init__(self, tau: float = 2.0):
-        self.tau, self.level, self.at = tau, 0.0, time.perf_counter()
-
-    def _decay(self, now: float) -> None:
-        self.level *= math.exp(-max(0.0, now - self.at) / self.tau)
-        self.at = now
-
-    def tick(self, now: float | None = None) -> None:
-        """One frame served at ``now`` (``time.perf_counter``)."""
-        self._decay(time.perf_counter() if now is None else now)
-        self.level += 1.0
-
-    def rate(self, now: float | None = None) -> float:
-        """Frames a second lately: r for a session served at r frames a second for a few ``tau``."""
-        self._decay(time.perf_counter() if now is None else now)
-        return self.level / self.tau
+def rate_so_far(frames: int, since: float) -> float:
+    """A session's render priority (``RenderEngine.render``: the lowest first): its frames per
+    second since ``since`` (``time.perf_counter``), over one second more (a new session is not
+    ranked by its first frame alone)."""
+    return frames / (time.perf_counter() - since + 1.0)
 
 
 OVER_RATE = 1e6  # added to the priority of a session over its rate: it waits for every other
@@ -228,7 +209,6 @@ class Session:
         self.last: Rendered | None = None  # repeated when a webcam frame shows no face
         self.next_id = 0
         self.started = time.perf_counter()
-        self.recent = RecentRate()  # frames served lately: its render priority
         self.tracker, self._tracker_lock, self._closed = None, threading.Lock(), False
 
     def acknowledge(self, message: dict) -> None:
@@ -249,9 +229,9 @@ class Session:
         return late
 
     def priority(self) -> float:
-        """Its place in the render queue (the lowest first): its frame rate lately, and after every
+        """Its place in the render queue (the lowest first): its frame rate so far, and after every
         session within its rate while it is over its own (warned, throttled)."""
-        return self.recent.rate() + (OVER_RATE if self.rate.over else 0.0)
+        return rate_so_far(self.sent, self.started) + (OVER_RATE if self.rate.over else 0.0)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n

@@ -35,7 +35,7 @@ from gagavatar.serve.drive import admit, next_message, run_session, send_frame, 
 from gagavatar.serve.guard import deny
 from gagavatar.serve.protocol import (CONTROL_FIELDS, DEFAULT_FORMAT, DEFAULT_QUALITY, ProtocolError, parse_options,
                                       parse_speak_text, pcm16_samples)
-from gagavatar.serve.session import Finished, Output, RateLimit, RecentRate
+from gagavatar.serve.session import Finished, Output, RateLimit, rate_so_far
 
 BUFFERED_CHUNKS = 2   # chunks of audio a session may have waiting for the model before it is read no further
 PIECES_AHEAD = 2      # pieces of frames made by the model and waiting to be rendered
@@ -66,7 +66,6 @@ class SpeakSession:
         self.sent = 0
         self.counts = {"received": 0, "served": 0}
         self.started = time.perf_counter()
-        self.recent = RecentRate()  # frames served lately: its render priority
 
     @property
     def rate(self) -> int:
@@ -247,7 +246,7 @@ async def render(service, websocket: WebSocket, s: SpeakSession) -> None:
             for i in range(len(frames)):
                 flight.append(asyncio.ensure_future(engine.render(s.entry.avatar, None, frames[i], s.format,
                                                                   s.quality, vertices[i:i + 1],
-                                                                  priority=s.recent.rate())))
+                                                                  priority=rate_so_far(s.sent, s.started))))
                 if len(flight) == engine.workers:
                     await s.outbox.put(output(await flight.popleft(), arrived, speech_ms))
             while flight:
