@@ -52,8 +52,12 @@ def set_torch_threads(threads: int = 0) -> int:
 
 def default_threads_for_commands() -> None:
     """Before torch loads, in the command line: ``OMP_NUM_THREADS`` = ``default_threads()``
-    unless the user set it (which is how to ask for more)."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(default_threads()))
+    unless the user set it (which is how to ask for more). Nothing once torch is loaded (a
+    command run inside a program that has it: its threads, and its environment, are its own)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_NUM_THREADS", str(default_threads()))
 
 
 def check_device(device: str | None) -> str | None:
